@@ -1,0 +1,35 @@
+//! The kernel side: applies a [`VipTable`] to the kernel and reads counters
+//! back. It never decides anything; decisions are in [`crate::vip`] and
+//! [`plan`].
+//!
+//! - [`Dataplane`]: the trait every data path implements.
+//! - [`plan`]: pure planning of map updates (the update protocol).
+//! - [`ebpf`]: [`EbpfDataplane`], socket-level balancing with cgroup sock_addr programs.
+pub mod ebpf;
+pub mod plan;
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+pub use ebpf::{EbpfConfig, EbpfDataplane, EbpfError};
+
+use crate::vip::{VipKey, VipTable};
+
+/// Counters of one backend of one VIP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Connections (and unconnected UDP sends) steered to this backend.
+    pub selected: u64,
+}
+
+/// A data path that can program a whole [`VipTable`].
+pub trait Dataplane {
+    /// Makes the kernel match `table`. On error, what was programmed before
+    /// keeps working (the update protocol never leaves a VIP half-written).
+    fn apply(&mut self, table: &VipTable) -> Result<(), EbpfError>;
+
+    /// Counters per (VIP, backend), read from the kernel.
+    fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+
+    /// Data-path-wide event counters by name (e.g. `no_backend`).
+    fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError>;
+}

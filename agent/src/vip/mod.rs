@@ -1,0 +1,11 @@
+//! The brain: what the VIPs are and how traffic should be split. Pure data and
+//! decisions; nothing here touches the kernel.
+//!
+//! - [`table`]: [`VipTable`], the desired state (VIP → weighted backends).
+//! - [`file`]: the static VIP file (`--vips FILE`), in the `/v1/vips` shape.
+//! - [`slots`]: turns backend weights into uniform selection slots.
+pub mod file;
+pub mod slots;
+pub mod table;
+
+pub use table::{Backend, Protocol, VipKey, VipTable, VipTableError};

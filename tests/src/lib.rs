@@ -1,0 +1,256 @@
+//! Helpers for Garrison's privileged tests, shared by the host tests (tests/tests)
+//! and the guest suite (vm-tests).
+//!
+//! - [`require_root`]: a privileged test that cannot run fails loudly.
+//! - [`NetNsGuard`]: puts the current thread in a fresh network namespace with
+//!   loopback up, and back on drop. `!Send`: never hold it across an `.await`.
+//! - [`TestCgroup`]: a child cgroup v2 holding this process while it lives.
+//! - [`TestPins`]: a private pin directory on a bpffs, removed on drop.
+//! - [`serve_tcp_name`]: a tiny TCP server answering with its name.
+use std::{
+    fs,
+    io::{self, Read, Write},
+    marker::PhantomData,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call, for cgroups and pin directories.
+pub fn unique(prefix: &str) -> String {
+    format!("garrison-test-{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Fails the test unless running as root: privileged tests never pass silently.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this privileged test needs root (run it through `cargo xtask test`)");
+}
+
+fn check(ret: libc::c_int, what: &str) -> io::Result<()> {
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// The current thread in a fresh network namespace (loopback up) until drop.
+pub struct NetNsGuard {
+    original: OwnedFd,
+    netns: OwnedFd,
+    _not_send: PhantomData<*const ()>,
+}
+
+fn open_ns(path: &str) -> io::Result<OwnedFd> {
+    Ok(fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?.into())
+}
+
+impl NetNsGuard {
+    /// Unshares the network namespace of the calling thread only.
+    pub fn enter_new() -> io::Result<Self> {
+        let original = open_ns("/proc/thread-self/ns/net")?;
+        // SAFETY: unshare affects only the calling thread's network namespace.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, "unshare(CLONE_NEWNET)")?;
+        let netns = open_ns("/proc/thread-self/ns/net")?;
+        let guard = NetNsGuard {
+            original,
+            netns,
+            _not_send: PhantomData,
+        };
+        set_link_up("lo")?;
+        Ok(guard)
+    }
+
+    /// A handle on the namespace, to enter it from another thread.
+    pub fn handle(&self) -> io::Result<OwnedFd> {
+        self.netns.try_clone()
+    }
+}
+
+impl Drop for NetNsGuard {
+    fn drop(&mut self) {
+        // SAFETY: setns with a namespace fd we opened.
+        let ret = unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+        if ret != 0 {
+            panic!("setns back to the original network namespace failed: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// Enters the namespace `ns` on the calling thread (for server threads).
+pub fn enter_netns(ns: &OwnedFd) -> io::Result<()> {
+    // SAFETY: setns with a valid namespace fd.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, "setns")
+}
+
+/// Sets an interface up with SIOCSIFFLAGS in the current namespace.
+pub fn set_link_up(name: &str) -> io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq with a NUL-terminated name.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(fd, "socket")?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in name.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
+            req.ifr_name[i] = b as libc::c_char;
+        }
+        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            return Err(io::Error::new(e.kind(), format!("SIOCGIFFLAGS {name}: {e}")));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        let e = io::Error::last_os_error();
+        libc::close(fd);
+        if r < 0 {
+            return Err(io::Error::new(e.kind(), format!("SIOCSIFFLAGS {name}: {e}")));
+        }
+    }
+    Ok(())
+}
+
+fn mounts() -> String {
+    fs::read_to_string("/proc/self/mounts").unwrap_or_default()
+}
+
+fn find_mount(fstype: &str) -> Option<PathBuf> {
+    mounts().lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
+        (ty == fstype).then(|| PathBuf::from(dir))
+    })
+}
+
+fn mount(fstype: &str, dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let target = c(dir.to_str().expect("utf-8 path"));
+    // SAFETY: mount with valid C strings.
+    check(
+        unsafe { libc::mount(c(fstype).as_ptr(), target.as_ptr(), c(fstype).as_ptr(), 0, std::ptr::null()) },
+        &format!("mount -t {fstype} {}", dir.display()),
+    )
+}
+
+/// The cgroup v2 mount point, mounting one under /run if the host has none
+/// (`ip netns exec` remounts /sys, so a test never relies on /sys/fs/cgroup).
+pub fn cgroup2_root() -> io::Result<PathBuf> {
+    if let Some(dir) = find_mount("cgroup2") {
+        return Ok(dir);
+    }
+    let dir = PathBuf::from("/run/garrison-test-cgroup2");
+    mount("cgroup2", &dir)?;
+    Ok(dir)
+}
+
+/// A bpffs directory, mounting one under /run if /sys/fs/bpf is not bpffs.
+pub fn bpffs_root() -> io::Result<PathBuf> {
+    let found = mounts().lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf"));
+    if found {
+        return Ok(PathBuf::from("/sys/fs/bpf"));
+    }
+    if let Some(dir) = find_mount("bpf") {
+        return Ok(dir);
+    }
+    let dir = PathBuf::from("/run/garrison-test-bpffs");
+    mount("bpf", &dir)?;
+    Ok(dir)
+}
+
+fn own_cgroup(root: &Path) -> io::Result<PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup")?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::other("no cgroup v2 line in /proc/self/cgroup"))?;
+    Ok(root.join(rel.trim_start_matches('/')))
+}
+
+/// A child cgroup v2 that holds this whole process until drop (cgroup v2
+/// membership is per process: run such tests with `--test-threads=1`).
+pub struct TestCgroup {
+    path: PathBuf,
+    original: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> io::Result<Self> {
+        let root = cgroup2_root()?;
+        let original = own_cgroup(&root)?;
+        let path = root.join(unique(name));
+        fs::create_dir(&path).map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
+        let cg = TestCgroup { path, original };
+        cg.join()?;
+        Ok(cg)
+    }
+
+    /// Moves this process into the cgroup.
+    pub fn join(&self) -> io::Result<()> {
+        fs::write(self.path.join("cgroup.procs"), std::process::id().to_string())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.original.join("cgroup.procs"), std::process::id().to_string());
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// A private pin directory; its pins are removed on drop.
+pub struct TestPins {
+    path: PathBuf,
+}
+
+impl TestPins {
+    pub fn new(name: &str) -> io::Result<Self> {
+        Ok(TestPins {
+            path: bpffs_root()?.join(unique(name)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        let _ = garrison_agent::dataplane::ebpf::remove_pins(&self.path);
+    }
+}
+
+/// Serves TCP on `listener` (already bound in the namespace wanted): each
+/// connection gets `name` followed by a newline. Runs until the process ends.
+pub fn serve_tcp_name(listener: TcpListener, name: &str) -> SocketAddr {
+    let addr = listener.local_addr().expect("bound");
+    let name = format!("{name}\n");
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.write_all(name.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Connects with a deadline and reads one line (the server's name).
+pub fn ask_name(addr: SocketAddr) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf.trim().to_string())
+}
