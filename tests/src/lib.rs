@@ -7,6 +7,9 @@
 //! - [`TestCgroup`]: a child cgroup v2 holding this process while it lives.
 //! - [`TestPins`]: a private pin directory on a bpffs, removed on drop.
 //! - [`serve_tcp_name`]: a tiny TCP server answering with its name.
+//! - [`scenarios`]: the test bodies, shared by host tests and the guest runner.
+pub mod scenarios;
+
 use std::{
     fs,
     io::{self, Read, Write},
@@ -100,14 +103,14 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
         for (i, b) in name.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
             req.ifr_name[i] = b as libc::c_char;
         }
-        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
         if r < 0 {
             let e = io::Error::last_os_error();
             libc::close(fd);
             return Err(io::Error::new(e.kind(), format!("SIOCGIFFLAGS {name}: {e}")));
         }
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        let r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        let r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
         let e = io::Error::last_os_error();
         libc::close(fd);
         if r < 0 {

@@ -1,1 +1,99 @@
-fn main(){}
+//! `garrison-vm-init`: PID 1 of the QEMU test guests.
+//!
+//! Mounts proc, sysfs, devtmpfs, tmpfs, bpffs at /sys/fs/bpf and cgroup2 at
+//! /sys/fs/cgroup; loads the kernel modules the suite needs (from modules.dep,
+//! with finit_module); runs every scenario of `garrison_tests::scenarios`;
+//! prints one line `garrison-vm: result: N passed, M failed`; powers off.
+mod modules;
+
+use std::{ffi::CString, io::Write, panic, time::Instant};
+
+const MOUNTS: &[(&str, &str)] = &[
+    ("proc", "/proc"),
+    ("sysfs", "/sys"),
+    ("devtmpfs", "/dev"),
+    ("tmpfs", "/run"),
+    ("tmpfs", "/tmp"),
+    ("bpf", "/sys/fs/bpf"),
+    ("cgroup2", "/sys/fs/cgroup"),
+];
+
+/// Modules the scenarios may need; a missing one is reported, not fatal.
+const MODULES: &[&str] = &[
+    "veth",
+    "bridge",
+    "nf_conntrack",
+    "nf_nat",
+    "nf_conntrack_netlink",
+    "nfnetlink_queue",
+    "ip_set",
+    "ip_set_hash_ipport",
+    "ip_tables",
+    "iptable_raw",
+    "iptable_filter",
+    "iptable_nat",
+    "xt_set",
+    "xt_NFQUEUE",
+    "xt_tcpudp",
+    "ipt_REJECT",
+    "nf_tables",
+    "nft_compat",
+];
+
+fn mount(fstype: &str, dir: &str) {
+    let _ = std::fs::create_dir_all(dir);
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    // SAFETY: mount(2) with valid C strings.
+    let r = unsafe { libc::mount(c(fstype).as_ptr(), c(dir).as_ptr(), c(fstype).as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        println!("garrison-vm: mount {fstype} on {dir} failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn power_off() -> ! {
+    let _ = std::io::stdout().flush();
+    // SAFETY: sync and reboot(2) as PID 1.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("garrison-vm-init is the init of the test guests; it refuses to run as PID {}", std::process::id());
+        std::process::exit(2);
+    }
+    println!("garrison-vm: started");
+    for (fstype, dir) in MOUNTS {
+        mount(fstype, dir);
+    }
+    let release = kernel_release();
+    println!("garrison-vm: kernel {release}");
+    modules::load_all(&release, MODULES);
+
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for (name, scenario) in garrison_tests::scenarios::ALL {
+        let start = Instant::now();
+        println!("garrison-vm: test {name} ...");
+        match panic::catch_unwind(scenario) {
+            Ok(()) => {
+                passed += 1;
+                println!("garrison-vm: test {name} ... ok ({:.2} s)", start.elapsed().as_secs_f64());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("garrison-vm: test {name} ... FAILED");
+            }
+        }
+    }
+    println!("garrison-vm: result: {passed} passed, {failed} failed");
+    power_off();
+}

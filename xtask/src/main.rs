@@ -1,1 +1,67 @@
-fn main(){}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `deps`     install what a fresh machine lacks (idempotent)
+//! - `build`    build the workspace (kernel programs included)
+//! - `test`     THE test command: deps, fmt, clippy, unit, privileged host, VM tests
+//! - `vm-test`  run the guest suite in QEMU on pinned Debian kernels
+//! - `demo`     show a VIP balancing real connections in network namespaces
+mod cmd;
+mod demo;
+mod deps;
+mod test;
+mod vm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Garrison's build, test and demo commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install missing Debian packages, toolchain pieces and bpf-linker.
+    Deps,
+    /// Build the workspace, kernel programs included.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run everything: deps, fmt, clippy, unit, privileged host tests, VM tests.
+    Test {
+        /// Skip the QEMU part (for quick local iterations; CI never passes this).
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Run the guest test suite in QEMU.
+    VmTest(vm::VmTestArgs),
+    /// Run the demo: three backend nodes and a client in namespaces, one VIP.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Deps => deps::run(),
+        Command::Build { release } => {
+            deps::check_build_prerequisites()?;
+            let mut args = vec!["build", "--workspace"];
+            if release {
+                args.push("--release");
+            }
+            cmd::cargo(&args)
+        }
+        Command::Test { no_vm } => test::run(!no_vm),
+        Command::VmTest(args) => {
+            let summary = vm::run(&args)?;
+            println!("{} passed, {} failed", summary.passed, summary.failed);
+            if summary.failed > 0 {
+                anyhow::bail!("{} guest test(s) failed", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(&args),
+    }
+}
