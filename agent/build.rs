@@ -7,7 +7,9 @@ use std::{path::PathBuf, process::Command};
 
 fn missing(what: &str) -> ! {
     // One clear line; cargo prints it under "error: failed to run custom build command".
-    eprintln!("error: garrison-agent needs {what} to build its eBPF programs; run `cargo xtask deps`");
+    eprintln!(
+        "error: garrison-agent needs {what} to build its eBPF programs; run `cargo xtask deps`"
+    );
     panic!("missing build prerequisite: {what} (run `cargo xtask deps`)");
 }
 
@@ -25,7 +27,9 @@ fn check_prerequisites() {
         .args(["run", "nightly", "rustc", "--print", "sysroot"])
         .output();
     let sysroot = match sysroot {
-        Ok(out) if out.status.success() => PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
         _ => missing("the nightly toolchain (rustup toolchain install nightly)"),
     };
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
@@ -39,8 +43,13 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.join("../ebpf/programs").canonicalize()?;
     // The programs include the shared types: rebuild when they change too.
-    println!("cargo:rerun-if-changed={}", manifest.join("../ebpf/common/src").display());
-    let root = root.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {root:?}"))?;
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../ebpf/common/src").display()
+    );
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {root:?}"))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "garrison-ebpf",

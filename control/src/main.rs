@@ -6,6 +6,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", garrison_control::version());
             Ok(())
         }
-        Some(other) => anyhow::bail!("unknown argument {other:?}; garrison-control has no commands yet"),
+        Some(other) => {
+            anyhow::bail!("unknown argument {other:?}; garrison-control has no commands yet")
+        }
     }
 }

@@ -26,14 +26,21 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call, for cgroups and pin directories.
 pub fn unique(prefix: &str) -> String {
-    format!("garrison-test-{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "garrison-test-{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Fails the test unless running as root: privileged tests never pass silently.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this privileged test needs root (run it through `cargo xtask test`)");
+    assert_eq!(
+        euid, 0,
+        "this privileged test needs root (run it through `cargo xtask test`)"
+    );
 }
 
 fn check(ret: libc::c_int, what: &str) -> io::Result<()> {
@@ -52,7 +59,9 @@ pub struct NetNsGuard {
 }
 
 fn open_ns(path: &str) -> io::Result<OwnedFd> {
-    Ok(fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?.into())
+    Ok(fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?
+        .into())
 }
 
 impl NetNsGuard {
@@ -60,7 +69,10 @@ impl NetNsGuard {
     pub fn enter_new() -> io::Result<Self> {
         let original = open_ns("/proc/thread-self/ns/net")?;
         // SAFETY: unshare affects only the calling thread's network namespace.
-        check(unsafe { libc::unshare(libc::CLONE_NEWNET) }, "unshare(CLONE_NEWNET)")?;
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            "unshare(CLONE_NEWNET)",
+        )?;
         let netns = open_ns("/proc/thread-self/ns/net")?;
         let guard = NetNsGuard {
             original,
@@ -82,7 +94,10 @@ impl Drop for NetNsGuard {
         // SAFETY: setns with a namespace fd we opened.
         let ret = unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
         if ret != 0 {
-            panic!("setns back to the original network namespace failed: {}", io::Error::last_os_error());
+            panic!(
+                "setns back to the original network namespace failed: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }
@@ -90,7 +105,10 @@ impl Drop for NetNsGuard {
 /// Enters the namespace `ns` on the calling thread (for server threads).
 pub fn enter_netns(ns: &OwnedFd) -> io::Result<()> {
     // SAFETY: setns with a valid namespace fd.
-    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, "setns")
+    check(
+        unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+        "setns",
+    )
 }
 
 /// Sets an interface up with SIOCSIFFLAGS in the current namespace.
@@ -107,14 +125,20 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
         if r < 0 {
             let e = io::Error::last_os_error();
             libc::close(fd);
-            return Err(io::Error::new(e.kind(), format!("SIOCGIFFLAGS {name}: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("SIOCGIFFLAGS {name}: {e}"),
+            ));
         }
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         let r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
         let e = io::Error::last_os_error();
         libc::close(fd);
         if r < 0 {
-            return Err(io::Error::new(e.kind(), format!("SIOCSIFFLAGS {name}: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("SIOCSIFFLAGS {name}: {e}"),
+            ));
         }
     }
     Ok(())
@@ -138,7 +162,15 @@ fn mount(fstype: &str, dir: &Path) -> io::Result<()> {
     let target = c(dir.to_str().expect("utf-8 path"));
     // SAFETY: mount with valid C strings.
     check(
-        unsafe { libc::mount(c(fstype).as_ptr(), target.as_ptr(), c(fstype).as_ptr(), 0, std::ptr::null()) },
+        unsafe {
+            libc::mount(
+                c(fstype).as_ptr(),
+                target.as_ptr(),
+                c(fstype).as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        },
         &format!("mount -t {fstype} {}", dir.display()),
     )
 }
@@ -156,7 +188,10 @@ pub fn cgroup2_root() -> io::Result<PathBuf> {
 
 /// A bpffs directory, mounting one under /run if /sys/fs/bpf is not bpffs.
 pub fn bpffs_root() -> io::Result<PathBuf> {
-    let found = mounts().lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf"));
+    let found = mounts().lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    });
     if found {
         return Ok(PathBuf::from("/sys/fs/bpf"));
     }
@@ -189,7 +224,8 @@ impl TestCgroup {
         let root = cgroup2_root()?;
         let original = own_cgroup(&root)?;
         let path = root.join(unique(name));
-        fs::create_dir(&path).map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
+        fs::create_dir(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
         let cg = TestCgroup { path, original };
         cg.join()?;
         Ok(cg)
@@ -197,7 +233,10 @@ impl TestCgroup {
 
     /// Moves this process into the cgroup.
     pub fn join(&self) -> io::Result<()> {
-        fs::write(self.path.join("cgroup.procs"), std::process::id().to_string())
+        fs::write(
+            self.path.join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -207,7 +246,10 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = fs::write(self.original.join("cgroup.procs"), std::process::id().to_string());
+        let _ = fs::write(
+            self.original.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
         let _ = fs::remove_dir(&self.path);
     }
 }

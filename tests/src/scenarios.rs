@@ -46,14 +46,24 @@ pub fn tcp_vip_reaches_backend_and_other_addresses_are_untouched() {
     }
     // Not a VIP: untouched, so it fails (no route in a fresh namespace).
     let other: SocketAddr = "11.1.2.4:80".parse().unwrap();
-    assert!(ask_name(other).is_err(), "a non-VIP address must not be rewritten");
+    assert!(
+        ask_name(other).is_err(),
+        "a non-VIP address must not be rewritten"
+    );
     // Same address, other port: not a VIP either.
     assert!(ask_name("11.1.2.3:81".parse().unwrap()).is_err());
-    assert_eq!(ask_name(backend).unwrap(), "backend-1", "direct traffic untouched");
+    assert_eq!(
+        ask_name(backend).unwrap(),
+        "backend-1",
+        "direct traffic untouched"
+    );
 
     let counters = dp.counters().unwrap();
     let selected: u64 = counters.values().map(|c| c.selected).sum();
-    assert_eq!(selected, 5, "kernel counted every steered connect: {counters:?}");
+    assert_eq!(
+        selected, 5,
+        "kernel counted every steered connect: {counters:?}"
+    );
     dp.cleanup().expect("cleanup");
     assert!(!pins.path().exists(), "cleanup removes the pin directory");
 }

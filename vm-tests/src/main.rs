@@ -44,14 +44,27 @@ fn mount(fstype: &str, dir: &str) {
     let _ = std::fs::create_dir_all(dir);
     let c = |s: &str| CString::new(s).expect("no NUL");
     // SAFETY: mount(2) with valid C strings.
-    let r = unsafe { libc::mount(c(fstype).as_ptr(), c(dir).as_ptr(), c(fstype).as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            c(fstype).as_ptr(),
+            c(dir).as_ptr(),
+            c(fstype).as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
-        println!("garrison-vm: mount {fstype} on {dir} failed: {}", std::io::Error::last_os_error());
+        println!(
+            "garrison-vm: mount {fstype} on {dir} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn power_off() -> ! {
@@ -68,7 +81,10 @@ fn power_off() -> ! {
 
 fn main() {
     if std::process::id() != 1 {
-        eprintln!("garrison-vm-init is the init of the test guests; it refuses to run as PID {}", std::process::id());
+        eprintln!(
+            "garrison-vm-init is the init of the test guests; it refuses to run as PID {}",
+            std::process::id()
+        );
         std::process::exit(2);
     }
     println!("garrison-vm: started");
@@ -86,7 +102,10 @@ fn main() {
         match panic::catch_unwind(scenario) {
             Ok(()) => {
                 passed += 1;
-                println!("garrison-vm: test {name} ... ok ({:.2} s)", start.elapsed().as_secs_f64());
+                println!(
+                    "garrison-vm: test {name} ... ok ({:.2} s)",
+                    start.elapsed().as_secs_f64()
+                );
             }
             Err(_) => {
                 failed += 1;

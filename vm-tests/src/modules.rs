@@ -18,8 +18,17 @@ impl ModulesDep {
             .lines()
             .filter_map(|l| {
                 let (path, deps) = l.split_once(':')?;
-                let name = Path::new(path).file_name()?.to_str()?.split('.').next()?.to_string();
-                Some((normalise(&name), path.to_string(), deps.split_whitespace().map(str::to_string).collect()))
+                let name = Path::new(path)
+                    .file_name()?
+                    .to_str()?
+                    .split('.')
+                    .next()?
+                    .to_string();
+                Some((
+                    normalise(&name),
+                    path.to_string(),
+                    deps.split_whitespace().map(str::to_string).collect(),
+                ))
             })
             .collect();
         Ok(ModulesDep { entries })
@@ -48,7 +57,14 @@ fn insert(dir: &Path, rel: &str) -> Result<(), String> {
         0
     };
     // SAFETY: finit_module(2) with an open module file and empty parameters.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), flags) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
     if r != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EEXIST) {
@@ -58,7 +74,12 @@ fn insert(dir: &Path, rel: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn load(dir: &Path, dep: &ModulesDep, rel: &str, done: &mut BTreeSet<String>) -> Result<(), String> {
+fn load(
+    dir: &Path,
+    dep: &ModulesDep,
+    rel: &str,
+    done: &mut BTreeSet<String>,
+) -> Result<(), String> {
     if !done.insert(rel.to_string()) {
         return Ok(());
     }
@@ -90,7 +111,9 @@ pub fn load_all(release: &str, names: &[&str]) {
                 Ok(()) => loaded.push(*name),
                 Err(e) => println!("garrison-vm: module {name}: {e}"),
             },
-            None if builtin.lines().any(|l| l.ends_with(&format!("/{}.ko", normalise(name)))) => {}
+            None if builtin
+                .lines()
+                .any(|l| l.ends_with(&format!("/{}.ko", normalise(name)))) => {}
             None => println!("garrison-vm: module {name}: not in this kernel"),
         }
     }

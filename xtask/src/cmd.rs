@@ -8,7 +8,10 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Runs a command with inherited output; error names the command.
@@ -46,10 +49,15 @@ pub fn output(program: &str, args: &[&str]) -> Result<Output> {
 
 /// Like [`output`], returning trimmed stdout.
 pub fn stdout(program: &str, args: &[&str]) -> Result<String> {
-    Ok(String::from_utf8_lossy(&output(program, args)?.stdout).trim().to_string())
+    Ok(String::from_utf8_lossy(&output(program, args)?.stdout)
+        .trim()
+        .to_string())
 }
 
 /// `cargo ARGS` in the workspace.
 pub fn cargo(args: &[&str]) -> Result<()> {
-    run(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()), args)
+    run(
+        &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        args,
+    )
 }

@@ -15,7 +15,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Garrison's build, test and demo commands")]
+#[command(
+    name = "cargo xtask",
+    about = "Garrison's build, test and demo commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

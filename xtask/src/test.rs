@@ -53,7 +53,12 @@ fn parse_libtest(line: &str) -> Option<(u32, u32)> {
     let rest = line.strip_prefix("test result: ")?;
     let num = |word: &str| -> Option<u32> {
         rest.split(';')
-            .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(word)
+            })
             .and_then(|n| n.trim().parse().ok())
     };
     Some((num(" passed")?, num(" failed")?))
@@ -77,12 +82,29 @@ pub fn run(with_vm: bool) -> Result<()> {
     let mut tally = Tally::default();
     let ok = cmd::cargo(&["fmt", "--all", "--check"]).is_ok();
     tally.step("cargo fmt --check", ok);
-    let ok = cmd::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).is_ok();
+    let ok = cmd::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .is_ok();
     tally.step("cargo clippy", ok);
     tests_step(
         &mut tally,
         "unit tests",
-        &["test", "--workspace", "--exclude", "garrison-tests", "--exclude", "garrison-vm-tests", "--exclude", "garrison-ebpf"],
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "garrison-tests",
+            "--exclude",
+            "garrison-vm-tests",
+            "--exclude",
+            "garrison-ebpf",
+        ],
     )?;
     tests_step(
         &mut tally,
@@ -126,10 +148,15 @@ mod tests {
     #[test]
     fn reads_libtest_summaries() {
         assert_eq!(
-            parse_libtest("test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"),
+            parse_libtest(
+                "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            ),
             Some((12, 0))
         );
-        assert_eq!(parse_libtest("test result: FAILED. 3 passed; 2 failed; 0 ignored"), Some((3, 2)));
+        assert_eq!(
+            parse_libtest("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
         assert_eq!(parse_libtest("running 3 tests"), None);
     }
 }

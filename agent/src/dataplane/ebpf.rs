@@ -23,8 +23,8 @@ use aya::{
     util::nr_cpus,
 };
 use garrison_common::{
-    BACKEND_STATS_MAP, BackendSlot, BackendStats, COUNTERS_MAP, Counter, REVNAT_MAP, SERVICES_MAP, SLOTS_MAP,
-    ServiceKey, ServiceValue, SlotKey,
+    BACKEND_STATS_MAP, BackendSlot, BackendStats, COUNTERS_MAP, Counter, REVNAT_MAP, SERVICES_MAP,
+    SLOTS_MAP, ServiceKey, ServiceValue, SlotKey,
 };
 
 use super::{
@@ -48,7 +48,13 @@ pub const PROGRAM_NAMES: [&str; 8] = [
     "garrison_getpeername6",
 ];
 
-const MAP_NAMES: [&str; 5] = [SERVICES_MAP, SLOTS_MAP, BACKEND_STATS_MAP, REVNAT_MAP, COUNTERS_MAP];
+const MAP_NAMES: [&str; 5] = [
+    SERVICES_MAP,
+    SLOTS_MAP,
+    BACKEND_STATS_MAP,
+    REVNAT_MAP,
+    COUNTERS_MAP,
+];
 
 /// BPF_FS_MAGIC from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -130,7 +136,8 @@ pub struct EbpfDataplane {
 }
 
 fn check_bpffs(dir: &Path) -> Result<(), EbpfError> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| EbpfError::NotBpffs(dir.into()))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| EbpfError::NotBpffs(dir.into()))?;
     // SAFETY: statfs into a zeroed struct with a valid C string.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
@@ -150,7 +157,8 @@ impl EbpfDataplane {
     /// Loads (or re-adopts) the programs and maps and attaches them to the
     /// configured cgroup.
     pub fn open(config: EbpfConfig) -> Result<Self, EbpfError> {
-        std::fs::create_dir_all(&config.pin_dir).map_err(io_err(&config.pin_dir, "creating pin directory"))?;
+        std::fs::create_dir_all(&config.pin_dir)
+            .map_err(io_err(&config.pin_dir, "creating pin directory"))?;
         check_bpffs(&config.pin_dir)?;
         let maps_pinned = MAP_NAMES.iter().all(|m| config.pin_dir.join(m).exists());
         if !maps_pinned {
@@ -174,7 +182,8 @@ impl EbpfDataplane {
                 pin_dir: config.pin_dir.clone(),
                 source: Box::new(source),
             })?;
-        let cgroup = File::open(&config.cgroup).map_err(io_err(&config.cgroup, "opening cgroup"))?;
+        let cgroup =
+            File::open(&config.cgroup).map_err(io_err(&config.cgroup, "opening cgroup"))?;
         let mut readopted = true;
         for program in PROGRAM_NAMES {
             let path = link_pin(&config.pin_dir, program);
@@ -187,13 +196,19 @@ impl EbpfDataplane {
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or_else(|| EbpfError::Map {
                 map: name,
-                source: Box::new(MapError::InvalidName { name: name.to_string() }),
+                source: Box::new(MapError::InvalidName {
+                    name: name.to_string(),
+                }),
             })
         };
-        let services = BpfHashMap::try_from(take(&mut ebpf, SERVICES_MAP)?).map_err(map_err(SERVICES_MAP))?;
-        let slots = BpfHashMap::try_from(take(&mut ebpf, SLOTS_MAP)?).map_err(map_err(SLOTS_MAP))?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, BACKEND_STATS_MAP)?).map_err(map_err(BACKEND_STATS_MAP))?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
+        let services =
+            BpfHashMap::try_from(take(&mut ebpf, SERVICES_MAP)?).map_err(map_err(SERVICES_MAP))?;
+        let slots =
+            BpfHashMap::try_from(take(&mut ebpf, SLOTS_MAP)?).map_err(map_err(SLOTS_MAP))?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, BACKEND_STATS_MAP)?)
+            .map_err(map_err(BACKEND_STATS_MAP))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
         let mut dp = EbpfDataplane {
             config,
             _ebpf: ebpf,
@@ -246,10 +261,15 @@ impl EbpfDataplane {
         for (slot_key, slot) in all_slots {
             match live.get(&(slot_key.service_id, slot_key.revision)) {
                 Some(service) => {
-                    let p = programmed.services.get_mut(service).expect("service present");
+                    let p = programmed
+                        .services
+                        .get_mut(service)
+                        .expect("service present");
                     if let Some(s) = p.slots.get_mut(slot_key.slot as usize) {
                         *s = slot;
-                        programmed.backend_ids.insert((*service, slot_addr(&slot)), slot.backend_id);
+                        programmed
+                            .backend_ids
+                            .insert((*service, slot_addr(&slot)), slot.backend_id);
                     }
                 }
                 None => {
@@ -265,12 +285,18 @@ impl EbpfDataplane {
             MapOp::ResetStats(id) => {
                 let zero = PerCpuValues::try_from(vec![BackendStats::default(); nr_cpus_or_one()])
                     .map_err(io_err(&self.config.pin_dir, "building per-CPU zero value"))?;
-                self.stats.set(*id, zero, 0).map_err(map_err(BACKEND_STATS_MAP))
+                self.stats
+                    .set(*id, zero, 0)
+                    .map_err(map_err(BACKEND_STATS_MAP))
             }
             MapOp::PutSlot(k, v) => self.slots.insert(k, v, 0).map_err(map_err(SLOTS_MAP)),
             MapOp::PutService(k, v) => self.services.insert(k, v, 0).map_err(map_err(SERVICES_MAP)),
-            MapOp::DeleteService(k) => ignore_missing(self.services.remove(k)).map_err(map_err(SERVICES_MAP)),
-            MapOp::DeleteSlot(k) => ignore_missing(self.slots.remove(k)).map_err(map_err(SLOTS_MAP)),
+            MapOp::DeleteService(k) => {
+                ignore_missing(self.services.remove(k)).map_err(map_err(SERVICES_MAP))
+            }
+            MapOp::DeleteSlot(k) => {
+                ignore_missing(self.slots.remove(k)).map_err(map_err(SLOTS_MAP))
+            }
         }
     }
 
@@ -316,7 +342,12 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-fn attach_and_pin(ebpf: &mut Ebpf, program: &'static str, cgroup: &File, path: &Path) -> Result<(), EbpfError> {
+fn attach_and_pin(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    cgroup: &File,
+    path: &Path,
+) -> Result<(), EbpfError> {
     let prog_err = |source: ProgramError| EbpfError::Program {
         program,
         source: Box::new(source),
@@ -327,7 +358,9 @@ fn attach_and_pin(ebpf: &mut Ebpf, program: &'static str, cgroup: &File, path: &
         .try_into()
         .map_err(prog_err)?;
     prog.load().map_err(prog_err)?;
-    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(prog_err)?;
+    let id = prog
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(prog_err)?;
     let link = prog.take_link(id).map_err(prog_err)?;
     let fd_link: FdLink = link.try_into().map_err(|e| EbpfError::Pin {
         program,
@@ -359,7 +392,9 @@ impl Dataplane for EbpfDataplane {
     fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
         let mut out = BTreeMap::new();
         for ((service, backend), id) in &self.programmed.backend_ids {
-            let Some(vip) = vip_key(service) else { continue };
+            let Some(vip) = vip_key(service) else {
+                continue;
+            };
             let per_cpu = self.stats.get(id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
             let selected = per_cpu.iter().map(|s| s.selected).sum();
             out.insert((vip, *backend), BackendCounters { selected });
@@ -370,7 +405,10 @@ impl Dataplane for EbpfDataplane {
     fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError> {
         let mut out = BTreeMap::new();
         for c in Counter::ALL {
-            let per_cpu = self.counters.get(&(c as u32), 0).map_err(map_err(COUNTERS_MAP))?;
+            let per_cpu = self
+                .counters
+                .get(&(c as u32), 0)
+                .map_err(map_err(COUNTERS_MAP))?;
             out.insert(c.name(), per_cpu.iter().sum());
         }
         Ok(out)

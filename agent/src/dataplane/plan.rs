@@ -18,8 +18,8 @@ use std::{
 };
 
 use garrison_common::{
-    BackendSlot, IpAddrBytes, MAX_BACKENDS, MAX_SERVICES, ServiceKey, ServiceValue, SlotKey, family_of,
-    port_to_net,
+    BackendSlot, IpAddrBytes, MAX_BACKENDS, MAX_SERVICES, ServiceKey, ServiceValue, SlotKey,
+    family_of, port_to_net,
 };
 
 use crate::vip::{Protocol, VipKey, VipTable, slots::selection_slots};
@@ -75,14 +75,20 @@ pub fn service_key(vip: &VipKey) -> ServiceKey {
 /// Garrison never writes.
 pub fn vip_key(key: &ServiceKey) -> Option<VipKey> {
     Some(VipKey {
-        addr: SocketAddr::new(key.addr.to_ip(key.family), garrison_common::port_from_net(key.port)),
+        addr: SocketAddr::new(
+            key.addr.to_ip(key.family),
+            garrison_common::port_from_net(key.port),
+        ),
         protocol: Protocol::from_number(key.proto)?,
     })
 }
 
 /// Backend address of a slot.
 pub fn slot_addr(slot: &BackendSlot) -> SocketAddr {
-    SocketAddr::new(slot.addr.to_ip(slot.family), garrison_common::port_from_net(slot.port))
+    SocketAddr::new(
+        slot.addr.to_ip(slot.family),
+        garrison_common::port_from_net(slot.port),
+    )
 }
 
 fn lowest_free(used: &BTreeSet<u32>, limit: u32) -> Option<u32> {
@@ -98,13 +104,20 @@ fn lowest_free(used: &BTreeSet<u32>, limit: u32) -> Option<u32> {
 
 /// Plans the map operations taking `programmed` to `desired`; returns them
 /// and the resulting programmed state.
-pub fn plan(programmed: &Programmed, desired: &VipTable) -> Result<(Vec<MapOp>, Programmed), PlanError> {
+pub fn plan(
+    programmed: &Programmed,
+    desired: &VipTable,
+) -> Result<(Vec<MapOp>, Programmed), PlanError> {
     if desired.len() > MAX_SERVICES as usize {
         return Err(PlanError::TooManyServices(desired.len()));
     }
     let mut ops = Vec::new();
     let mut next = Programmed::default();
-    let mut used_services: BTreeSet<u32> = programmed.services.values().map(|s| s.value.service_id).collect();
+    let mut used_services: BTreeSet<u32> = programmed
+        .services
+        .values()
+        .map(|s| s.value.service_id)
+        .collect();
     let mut used_backends: BTreeSet<u32> = programmed.backend_ids.values().copied().collect();
     let desired_keys: BTreeSet<ServiceKey> = desired.iter().map(|(v, _)| service_key(v)).collect();
 
@@ -117,7 +130,8 @@ pub fn plan(programmed: &Programmed, desired: &VipTable) -> Result<(Vec<MapOp>, 
         let service_id = match old {
             Some(s) => s.value.service_id,
             None => {
-                let id = lowest_free(&used_services, MAX_SERVICES).ok_or(PlanError::TooManyServices(desired.len()))?;
+                let id = lowest_free(&used_services, MAX_SERVICES)
+                    .ok_or(PlanError::TooManyServices(desired.len()))?;
                 used_services.insert(id);
                 id
             }
@@ -127,7 +141,8 @@ pub fn plan(programmed: &Programmed, desired: &VipTable) -> Result<(Vec<MapOp>, 
             let id = match programmed.backend_ids.get(&(key, b.addr)) {
                 Some(&id) => id,
                 None => {
-                    let id = lowest_free(&used_backends, MAX_BACKENDS).ok_or(PlanError::TooManyBackends)?;
+                    let id = lowest_free(&used_backends, MAX_BACKENDS)
+                        .ok_or(PlanError::TooManyBackends)?;
                     used_backends.insert(id);
                     ops.push(MapOp::ResetStats(id));
                     id
@@ -143,7 +158,10 @@ pub fn plan(programmed: &Programmed, desired: &VipTable) -> Result<(Vec<MapOp>, 
             });
         }
         let weights: Vec<u32> = backends.iter().map(|b| b.effective_weight()).collect();
-        let slots: Vec<BackendSlot> = selection_slots(&weights).into_iter().map(|i| slot_backends[i]).collect();
+        let slots: Vec<BackendSlot> = selection_slots(&weights)
+            .into_iter()
+            .map(|i| slot_backends[i])
+            .collect();
         if let Some(old) = old
             && old.slots == slots
         {
@@ -172,7 +190,8 @@ pub fn plan(programmed: &Programmed, desired: &VipTable) -> Result<(Vec<MapOp>, 
         if let Some(old) = old {
             push_slot_deletes(&mut ops, &old.value);
         }
-        next.services.insert(key, ProgrammedService { value, slots });
+        next.services
+            .insert(key, ProgrammedService { value, slots });
     }
 
     for (key, old) in &programmed.services {
@@ -232,9 +251,18 @@ mod tests {
         let t = table(&[("11.0.0.1:80", &[("10.0.0.1:8080", 1), ("10.0.0.2:8080", 2)])]);
         let (ops, next) = plan(&Programmed::default(), &t).unwrap();
         let flip = position(&ops, |o| matches!(o, MapOp::PutService(..)));
-        let slots: Vec<_> = ops.iter().filter(|o| matches!(o, MapOp::PutSlot(..))).collect();
+        let slots: Vec<_> = ops
+            .iter()
+            .filter(|o| matches!(o, MapOp::PutSlot(..)))
+            .collect();
         assert_eq!(slots.len(), 3);
-        assert!(ops[..flip].iter().filter(|o| matches!(o, MapOp::PutSlot(..))).count() == 3);
+        assert!(
+            ops[..flip]
+                .iter()
+                .filter(|o| matches!(o, MapOp::PutSlot(..)))
+                .count()
+                == 3
+        );
         let svc = next.services.values().next().unwrap();
         assert_eq!((svc.value.revision, svc.value.slot_count), (1, 3));
         assert_eq!(next.backend_ids.len(), 2);
@@ -255,25 +283,50 @@ mod tests {
         let t2 = table(&[("11.0.0.1:80", &[("10.0.0.2:8080", 1)])]);
         let (_, p1) = plan(&Programmed::default(), &t1).unwrap();
         let (ops, p2) = plan(&p1, &t2).unwrap();
-        let flip = position(&ops, |o| matches!(o, MapOp::PutService(_, v) if v.revision == 2 && v.slot_count == 1));
-        let put = position(&ops, |o| matches!(o, MapOp::PutSlot(k, _) if k.revision == 2));
-        let del = position(&ops, |o| matches!(o, MapOp::DeleteSlot(k) if k.revision == 1));
+        let flip = position(
+            &ops,
+            |o| matches!(o, MapOp::PutService(_, v) if v.revision == 2 && v.slot_count == 1),
+        );
+        let put = position(
+            &ops,
+            |o| matches!(o, MapOp::PutSlot(k, _) if k.revision == 2),
+        );
+        let del = position(
+            &ops,
+            |o| matches!(o, MapOp::DeleteSlot(k) if k.revision == 1),
+        );
         assert!(put < flip && flip < del, "{ops:?}");
-        assert_eq!(ops.iter().filter(|o| matches!(o, MapOp::DeleteSlot(_))).count(), 2);
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, MapOp::DeleteSlot(_)))
+                .count(),
+            2
+        );
         // the surviving backend keeps its id (and so its counters)
-        let id = |p: &Programmed| p.backend_ids.iter().find(|((_, a), _)| a.port() == 8080 && a.ip().to_string() == "10.0.0.2").map(|(_, id)| *id);
+        let id = |p: &Programmed| {
+            p.backend_ids
+                .iter()
+                .find(|((_, a), _)| a.port() == 8080 && a.ip().to_string() == "10.0.0.2")
+                .map(|(_, id)| *id)
+        };
         assert_eq!(id(&p1), id(&p2));
         assert!(!ops.iter().any(|o| matches!(o, MapOp::ResetStats(_))));
     }
 
     #[test]
     fn removed_vip_is_deleted_and_no_backend_vip_has_zero_slots() {
-        let t1 = table(&[("11.0.0.1:80", &[("10.0.0.1:8080", 1)]), ("11.0.0.2:80", &[("10.0.0.1:8080", 1)])]);
+        let t1 = table(&[
+            ("11.0.0.1:80", &[("10.0.0.1:8080", 1)]),
+            ("11.0.0.2:80", &[("10.0.0.1:8080", 1)]),
+        ]);
         let t2 = table(&[("11.0.0.2:80", &[("10.0.0.1:8080", 0)])]);
         let (_, p1) = plan(&Programmed::default(), &t1).unwrap();
         let (ops, p2) = plan(&p1, &t2).unwrap();
         assert!(ops.iter().any(|o| matches!(o, MapOp::DeleteService(k) if vip_key(k).unwrap().addr.to_string() == "11.0.0.1:80")));
-        assert!(ops.iter().any(|o| matches!(o, MapOp::PutService(_, v) if v.slot_count == 0)));
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, MapOp::PutService(_, v) if v.slot_count == 0))
+        );
         assert_eq!(p2.services.len(), 1);
     }
 

@@ -62,7 +62,7 @@ pub enum VipFileError {
         path: String,
         index: usize,
         vip: String,
-        reason: EntryError,
+        reason: Box<EntryError>,
     },
 }
 
@@ -88,17 +88,18 @@ pub fn load(path: &Path) -> Result<VipTable, VipFileError> {
 
 /// Parses VIP file text; `origin` names the file in errors.
 pub fn parse(origin: &str, text: &str) -> Result<VipTable, VipFileError> {
-    let entries: Vec<VipEntry> = serde_json::from_str(text).map_err(|source| VipFileError::Json {
-        path: origin.to_string(),
-        source,
-    })?;
+    let entries: Vec<VipEntry> =
+        serde_json::from_str(text).map_err(|source| VipFileError::Json {
+            path: origin.to_string(),
+            source,
+        })?;
     let mut table = VipTable::new();
     for (index, entry) in entries.iter().enumerate() {
         add_entry(&mut table, entry).map_err(|reason| VipFileError::Entry {
             path: origin.to_string(),
             index,
             vip: entry.vip.clone(),
-            reason,
+            reason: Box::new(reason),
         })?;
     }
     Ok(table)
@@ -112,7 +113,9 @@ fn add_entry(table: &mut VipTable, entry: &VipEntry) -> Result<(), EntryError> {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let ip = b.ip.parse().map_err(|_| EntryError::BadBackendIp(i, b.ip.clone()))?;
+            let ip =
+                b.ip.parse()
+                    .map_err(|_| EntryError::BadBackendIp(i, b.ip.clone()))?;
             Ok(Backend {
                 addr: SocketAddr::new(ip, b.port),
                 weight: b.weight,
@@ -168,7 +171,9 @@ mod tests {
     #[test]
     fn errors_name_file_entry_and_reason() {
         let text = r#"[{"vip":"11.1.2.3:80","backend":[]},{"vip":"11.1.2.3","backend":[]}]"#;
-        let err = parse("/etc/garrison/vips.json", text).unwrap_err().to_string();
+        let err = parse("/etc/garrison/vips.json", text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/garrison/vips.json"), "{err}");
         assert!(err.contains("entry 1"), "{err}");
         assert!(err.contains("ADDRESS:PORT"), "{err}");
@@ -178,7 +183,12 @@ mod tests {
         assert!(err.contains("\"ten\" is not an IP address"), "{err}");
 
         let text = r#"[{"vip":"11.1.2.3:80","protocol":"sctp","backend":[]}]"#;
-        assert!(parse("f", text).unwrap_err().to_string().contains("unknown protocol"));
+        assert!(
+            parse("f", text)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown protocol")
+        );
 
         let text = r#"{"vip":"11.1.2.3:80"}"#;
         assert!(matches!(parse("f", text), Err(VipFileError::Json { .. })));

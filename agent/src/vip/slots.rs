@@ -24,7 +24,10 @@ pub fn selection_slots(weights: &[u32]) -> Vec<usize> {
         return Vec::new();
     }
     let g = positive.iter().fold(0, |g, &(_, w)| gcd(g, w));
-    let mut counts: Vec<(usize, u64)> = positive.iter().map(|&(i, w)| (i, u64::from(w / g))).collect();
+    let mut counts: Vec<(usize, u64)> = positive
+        .iter()
+        .map(|&(i, w)| (i, u64::from(w / g)))
+        .collect();
     let total: u64 = counts.iter().map(|&(_, c)| c).sum();
     let cap = u64::from(MAX_SLOTS_PER_VIP);
     if total > cap {
@@ -67,7 +70,10 @@ mod tests {
     fn weights_are_reduced_and_respected() {
         let s = selection_slots(&[2, 4, 0, 6]);
         assert_eq!(s.len(), 6);
-        assert_eq!((count(&s, 0), count(&s, 1), count(&s, 2), count(&s, 3)), (1, 2, 0, 3));
+        assert_eq!(
+            (count(&s, 0), count(&s, 1), count(&s, 2), count(&s, 3)),
+            (1, 2, 0, 3)
+        );
         assert_eq!(&s[..3], &[0, 1, 3], "interleaved");
     }
 

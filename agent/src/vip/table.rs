@@ -104,7 +104,10 @@ pub enum VipTableError {
         backend_family: u8,
     },
     #[error("port 0 is not a valid {what} port ({addr})")]
-    PortZero { what: &'static str, addr: SocketAddr },
+    PortZero {
+        what: &'static str,
+        addr: SocketAddr,
+    },
     #[error("backend {0} is listed twice")]
     DuplicateBackend(SocketAddr),
     #[error("VIP {0} is listed twice")]
@@ -214,25 +217,45 @@ mod tests {
     fn sorts_backends_and_rejects_duplicates() {
         let mut t = VipTable::new();
         let b = |s: &str| Backend::new(s.parse().unwrap());
-        t.insert(key("11.0.0.1:80"), vec![b("10.0.0.3:80"), b("10.0.0.2:80")]).unwrap();
-        let got: Vec<_> = t.get(&key("11.0.0.1:80")).unwrap().iter().map(|b| b.addr.to_string()).collect();
+        t.insert(key("11.0.0.1:80"), vec![b("10.0.0.3:80"), b("10.0.0.2:80")])
+            .unwrap();
+        let got: Vec<_> = t
+            .get(&key("11.0.0.1:80"))
+            .unwrap()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect();
         assert_eq!(got, ["10.0.0.2:80", "10.0.0.3:80"]);
         assert_eq!(
             t.insert(key("11.0.0.2:80"), vec![b("10.0.0.2:80"), b("10.0.0.2:80")]),
-            Err(VipTableError::DuplicateBackend("10.0.0.2:80".parse().unwrap()))
+            Err(VipTableError::DuplicateBackend(
+                "10.0.0.2:80".parse().unwrap()
+            ))
         );
-        assert!(matches!(t.insert(key("11.0.0.1:80"), vec![]), Err(VipTableError::DuplicateVip(_))));
+        assert!(matches!(
+            t.insert(key("11.0.0.1:80"), vec![]),
+            Err(VipTableError::DuplicateVip(_))
+        ));
     }
 
     #[test]
     fn rejects_mixed_families_and_port_zero() {
         let mut t = VipTable::new();
         let err = t
-            .insert(key("11.0.0.1:80"), vec![Backend::new("[fd00::1]:80".parse().unwrap())])
+            .insert(
+                key("11.0.0.1:80"),
+                vec![Backend::new("[fd00::1]:80".parse().unwrap())],
+            )
             .unwrap_err();
         assert!(matches!(err, VipTableError::FamilyMismatch { .. }), "{err}");
-        assert!(matches!(t.insert(key("11.0.0.1:0"), vec![]), Err(VipTableError::PortZero { .. })));
-        assert!(matches!(t.insert(key("0.0.0.0:80"), vec![]), Err(VipTableError::BadVipAddress(_))));
+        assert!(matches!(
+            t.insert(key("11.0.0.1:0"), vec![]),
+            Err(VipTableError::PortZero { .. })
+        ));
+        assert!(matches!(
+            t.insert(key("0.0.0.0:80"), vec![]),
+            Err(VipTableError::BadVipAddress(_))
+        ));
         assert!(t.is_empty());
     }
 

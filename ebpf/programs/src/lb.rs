@@ -70,7 +70,7 @@ fn lookup_slot(svc: &ServiceValue, pick: u32) -> Option<BackendSlot> {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    unsafe { SLOTS.get(&key) }.copied()
+    unsafe { SLOTS.get(key) }.copied()
 }
 
 #[inline(always)]
@@ -105,7 +105,7 @@ pub fn steer(ctx: &SockAddrContext, family: u8) -> i32 {
         family,
     };
     // SAFETY: the value is copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(&key) }).copied() else {
+    let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
         return ALLOW;
     };
     if svc.slot_count == 0 {
@@ -125,7 +125,7 @@ pub fn steer(ctx: &SockAddrContext, family: u8) -> i32 {
             // The agent flipped the service to a new revision and removed the
             // old slots between our two lookups: read the service once more.
             // SAFETY: the value is copied out at once.
-            let Some(fresh) = (unsafe { SERVICES.get(&key) }).copied() else {
+            let Some(fresh) = (unsafe { SERVICES.get(key) }).copied() else {
                 return refuse(Counter::SlotMiss);
             };
             if fresh.slot_count == 0 {
@@ -155,7 +155,7 @@ pub fn steer(ctx: &SockAddrContext, family: u8) -> i32 {
         port,
         _pad: [0; 6],
     };
-    if REVNAT.insert(&rev_key, &rev_val, 0).is_err() {
+    if REVNAT.insert(rev_key, rev_val, 0).is_err() {
         bump(Counter::RevNatStoreFailed);
     }
     bump(Counter::Steered);
@@ -178,7 +178,7 @@ pub fn reverse(ctx: &SockAddrContext, family: u8) -> i32 {
         _pad: [0; 5],
     };
     // SAFETY: the value is copied out at once.
-    if let Some(vip) = (unsafe { REVNAT.get(&key) }).copied() {
+    if let Some(vip) = (unsafe { REVNAT.get(key) }).copied() {
         write_addr(sa, family, &vip.addr, vip.port);
         bump(Counter::RevNatApplied);
     }

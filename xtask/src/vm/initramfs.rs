@@ -14,7 +14,12 @@ use super::kernel::Kernel;
 use crate::cmd;
 
 /// Module subtrees copied into the guest (relative to lib/modules/<version>).
-const MODULE_DIRS: &[&str] = &["kernel/net", "kernel/lib", "kernel/crypto", "kernel/drivers/net/veth.ko"];
+const MODULE_DIRS: &[&str] = &[
+    "kernel/net",
+    "kernel/lib",
+    "kernel/crypto",
+    "kernel/drivers/net/veth.ko",
+];
 
 /// Writes a cpio archive in the "newc" format the kernel unpacks.
 pub struct CpioWriter<W: Write> {
@@ -29,7 +34,11 @@ const S_IFCHR: u32 = 0o020000;
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        CpioWriter { out, ino: 1, written: 0 }
+        CpioWriter {
+            out,
+            ino: 1,
+            written: 0,
+        }
     }
 
     fn pad(&mut self) -> std::io::Result<()> {
@@ -39,7 +48,13 @@ impl<W: Write> CpioWriter<W> {
         Ok(())
     }
 
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) -> std::io::Result<()> {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+        rdev: (u32, u32),
+    ) -> std::io::Result<()> {
         let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
         let header = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
@@ -95,7 +110,11 @@ fn add_tree<W: Write>(cpio: &mut CpioWriter<W>, src: &Path, dst: &str) -> Result
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name();
-            add_tree(cpio, &e.path(), &format!("{dst}/{}", name.to_string_lossy()))?;
+            add_tree(
+                cpio,
+                &e.path(),
+                &format!("{dst}/{}", name.to_string_lossy()),
+            )?;
         }
     } else {
         let data = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
@@ -133,13 +152,20 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<PathBuf> {
             }
         }
     }
-    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
         let src = kernel.modules.join(f);
         if src.exists() {
             fs::copy(&src, dst.join(f))?;
         }
     }
-    cmd::output("depmod", &["-b", staging.to_str().context("path")?, &kernel.version])?;
+    cmd::output(
+        "depmod",
+        &["-b", staging.to_str().context("path")?, &kernel.version],
+    )?;
     Ok(staging.to_path_buf())
 }
 
@@ -155,7 +181,11 @@ pub fn build(kernel: &Kernel, init: &Path) -> Result<PathBuf> {
         cpio.dir(d)?;
     }
     cpio.char_dev("dev/console", 5, 1)?;
-    cpio.file("init", 0o755, &fs::read(init).with_context(|| format!("reading {}", init.display()))?)?;
+    cpio.file(
+        "init",
+        0o755,
+        &fs::read(init).with_context(|| format!("reading {}", init.display()))?,
+    )?;
     add_tree(&mut cpio, &staging.join("lib/modules"), "lib/modules")?;
     cpio.finish()?.flush()?;
     Ok(image)

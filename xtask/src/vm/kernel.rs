@@ -46,7 +46,10 @@ fn cache_dir(series: Series) -> PathBuf {
 }
 
 fn unpacked(dir: &Path) -> Option<Kernel> {
-    let version = fs::read_to_string(dir.join("VERSION")).ok()?.trim().to_string();
+    let version = fs::read_to_string(dir.join("VERSION"))
+        .ok()?
+        .trim()
+        .to_string();
     let vmlinuz = dir.join("root/boot").join(format!("vmlinuz-{version}"));
     let modules = dir.join("root/lib/modules").join(&version);
     (vmlinuz.is_file() && modules.is_dir()).then_some(Kernel {
@@ -95,15 +98,27 @@ pub fn fetch(series: Series) -> Result<Kernel> {
         .output()
         .context("cannot start apt-get")?;
     if !out.status.success() {
-        bail!("`apt-get download {package}` failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`apt-get download {package}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let deb = fs::read_dir(&dl)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("apt-get download produced no .deb")?;
     let root = dir.join("root");
-    cmd::output("dpkg-deb", &["-x", deb.to_str().context("path")?, root.to_str().context("path")?])?;
+    cmd::output(
+        "dpkg-deb",
+        &[
+            "-x",
+            deb.to_str().context("path")?,
+            root.to_str().context("path")?,
+        ],
+    )?;
     fs::write(dir.join("VERSION"), &version)?;
     fs::remove_dir_all(&dl)?;
-    unpacked(&dir).with_context(|| format!("{package} did not contain boot/vmlinuz-{version} and its modules"))
+    unpacked(&dir).with_context(|| {
+        format!("{package} did not contain boot/vmlinuz-{version} and its modules")
+    })
 }

@@ -57,8 +57,18 @@ pub struct Summary {
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn build_guest() -> Result<std::path::PathBuf> {
-    cmd::cargo(&["build", "--release", "-p", "garrison-vm-tests", "--target", GUEST_TARGET])?;
-    let bin = cmd::root().join("target").join(GUEST_TARGET).join("release/garrison-vm-init");
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "garrison-vm-tests",
+        "--target",
+        GUEST_TARGET,
+    ])?;
+    let bin = cmd::root()
+        .join("target")
+        .join(GUEST_TARGET)
+        .join("release/garrison-vm-init");
     if !bin.is_file() {
         bail!("guest binary {} was not built", bin.display());
     }

@@ -30,7 +30,8 @@ pub struct GuestResult {
 
 /// Fails with one clear line when QEMU is missing.
 pub fn check_installed() -> Result<()> {
-    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(QEMU).is_file()));
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(QEMU).is_file()));
     if !found {
         bail!("{QEMU} not found: run `cargo xtask deps` (Debian package qemu-system-x86)");
     }
@@ -48,15 +49,33 @@ pub fn parse_result(line: &str) -> Option<GuestResult> {
 
 fn spawn(kernel: &Kernel, image: &Path, kvm: bool) -> Result<Child> {
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-nographic", "-no-reboot", "-m", "1024", "-smp", "2", "-nodefaults", "-serial", "stdio"]);
+    cmd.args([
+        "-nographic",
+        "-no-reboot",
+        "-m",
+        "1024",
+        "-smp",
+        "2",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ]);
     if kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         cmd.args(["-accel", "tcg", "-cpu", "max"]);
     }
-    cmd.arg("-kernel").arg(&kernel.vmlinuz).arg("-initrd").arg(image);
-    cmd.args(["-append", "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(image);
+    cmd.args([
+        "-append",
+        "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4",
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.spawn().with_context(|| format!("cannot start {QEMU}"))
 }
 
@@ -71,7 +90,12 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn watch(mut child: Child, tag: &str, deadline: Duration, first_line_deadline: Option<Duration>) -> Result<Outcome> {
+fn watch(
+    mut child: Child,
+    tag: &str,
+    deadline: Duration,
+    first_line_deadline: Option<Duration>,
+) -> Result<Outcome> {
     let (tx, rx) = mpsc::channel::<String>();
     for stream in [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
@@ -101,7 +125,10 @@ fn watch(mut child: Child, tag: &str, deadline: Duration, first_line_deadline: O
             if !started && first_line_deadline.is_some() {
                 return Ok(Outcome::NotStarted);
             }
-            bail!("guest gave no result line within {} s; QEMU killed", deadline.as_secs());
+            bail!(
+                "guest gave no result line within {} s; QEMU killed",
+                deadline.as_secs()
+            );
         };
         match rx.recv_timeout(left) {
             Ok(line) => {
@@ -133,12 +160,26 @@ fn watch(mut child: Child, tag: &str, deadline: Duration, first_line_deadline: O
 }
 
 fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// Boots the guest and returns its result and the accelerator actually used.
-pub fn boot(kernel: &Kernel, image: &Path, accel: Accel, deadline: Duration) -> Result<(GuestResult, Accel)> {
-    let tag = kernel.version.split('-').next().unwrap_or("guest").to_string();
+pub fn boot(
+    kernel: &Kernel,
+    image: &Path,
+    accel: Accel,
+    deadline: Duration,
+) -> Result<(GuestResult, Accel)> {
+    let tag = kernel
+        .version
+        .split('-')
+        .next()
+        .unwrap_or("guest")
+        .to_string();
     if accel != Accel::Tcg {
         if !kvm_usable() {
             if accel == Accel::Kvm {
@@ -170,9 +211,18 @@ mod tests {
     fn parses_the_result_line() {
         assert_eq!(
             parse_result("garrison-vm: result: 3 passed, 1 failed"),
-            Some(GuestResult { passed: 3, failed: 1 })
+            Some(GuestResult {
+                passed: 3,
+                failed: 1
+            })
         );
-        assert_eq!(parse_result("[  1.0] garrison-vm: result: 0 passed, 0 failed\r"), Some(GuestResult { passed: 0, failed: 0 }));
+        assert_eq!(
+            parse_result("[  1.0] garrison-vm: result: 0 passed, 0 failed\r"),
+            Some(GuestResult {
+                passed: 0,
+                failed: 0
+            })
+        );
         assert_eq!(parse_result("garrison-vm: result: many passed"), None);
         assert_eq!(parse_result("something else"), None);
     }
