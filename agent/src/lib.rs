@@ -4,8 +4,17 @@
 //! - [`vip`] — the brain: [`vip::VipTable`], the VIP file, weighted slots. Pure.
 //! - [`dataplane`] — the kernel side: the [`dataplane::Dataplane`] trait, the
 //!   pure map-update [`dataplane::plan`], and [`dataplane::EbpfDataplane`].
+//! - [`sources`] — where backends come from (the VIP file today).
+//! - [`api`] — the HTTP API on 127.0.0.1:61421 (`/vips`, `/vip/..`, `/v1/vips`).
+//! - [`daemon`] — the run loop tying sources, data plane and API together.
+//! - [`sys`] — host facts (mount points).
 //!
-//! Decisions live in `vip` and `dataplane::plan`; effects (syscalls, maps) live
-//! in `dataplane::ebpf` only.
+//! Decisions live in `vip`, `dataplane::plan` and `api::views`; effects
+//! (syscalls, maps, sockets, files) live in `dataplane::ebpf`, `sources`,
+//! `daemon` and `api`'s handlers.
+pub mod api;
+pub mod daemon;
 pub mod dataplane;
+pub mod sources;
+pub mod sys;
 pub mod vip;

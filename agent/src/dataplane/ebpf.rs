@@ -414,3 +414,28 @@ impl Dataplane for EbpfDataplane {
         Ok(out)
     }
 }
+
+impl EbpfDataplane {
+    /// The table the maps hold, rebuilt from the slots (weights are the
+    /// backends' slot counts; backends with no slot are not visible).
+    pub fn programmed_table(&self) -> VipTable {
+        let mut table = VipTable::new();
+        for (key, service) in &self.programmed.services {
+            let Some(vip) = vip_key(key) else { continue };
+            let mut weights: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+            for slot in &service.slots {
+                *weights.entry(slot_addr(slot)).or_default() += 1;
+            }
+            let backends = weights
+                .into_iter()
+                .map(|(addr, weight)| crate::vip::Backend {
+                    addr,
+                    weight,
+                    healthy: true,
+                })
+                .collect();
+            let _ = table.insert(vip, backends);
+        }
+        table
+    }
+}

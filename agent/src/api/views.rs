@@ -1,0 +1,127 @@
+//! Pure JSON views of the programmed table and its kernel counters.
+//!
+//! `/vips` keys: a TCP VIP is `"ip:port"` as in Minuteman; a UDP VIP is
+//! `"ip:port/udp"`. Backend fields follow Minuteman's names, `total_sucesses`
+//! spelled as DC/OS clients expect. Until the failure detector exists,
+//! `total_sucesses` counts connections steered to the backend by the kernel,
+//! `total_failures` and `pending_connections` are 0 and `latency_last_60s` is 0.
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde::Serialize;
+
+use crate::{
+    dataplane::BackendCounters,
+    vip::{Protocol, VipKey, VipTable},
+};
+
+/// Table and counters read together.
+pub struct Snapshot {
+    pub table: VipTable,
+    pub counters: BTreeMap<(VipKey, SocketAddr), BackendCounters>,
+}
+
+/// One backend in `/vips`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BackendView {
+    pub pending_connections: u64,
+    pub total_failures: u64,
+    pub total_sucesses: u64,
+    pub is_healthy: bool,
+    pub latency_last_60s: u64,
+    /// Garrison extension: weight as programmed (0 = drained or unhealthy).
+    pub weight: u32,
+}
+
+/// `/vips` body.
+#[derive(Debug, Serialize)]
+pub struct VipsView {
+    pub vips: BTreeMap<String, BTreeMap<String, BackendView>>,
+}
+
+/// The `/vips` key of a VIP.
+pub fn vip_label(key: &VipKey) -> String {
+    match key.protocol {
+        Protocol::Tcp => key.addr.to_string(),
+        Protocol::Udp => format!("{}/udp", key.addr),
+    }
+}
+
+/// Parses a `/vip/{..}` path segment: `ip:port` (TCP) or `ip:port/udp`.
+pub fn parse_vip_key(s: &str) -> Option<VipKey> {
+    let (addr, protocol) = match s.rsplit_once('/') {
+        Some((a, p)) => (a, p.parse().ok()?),
+        None => (s, Protocol::Tcp),
+    };
+    Some(VipKey {
+        addr: addr.parse().ok()?,
+        protocol,
+    })
+}
+
+/// Backends of one VIP, or `None` when the VIP is unknown.
+pub fn vip(s: &Snapshot, key: &VipKey) -> Option<BTreeMap<String, BackendView>> {
+    let backends = s.table.get(key)?;
+    Some(
+        backends
+            .iter()
+            .map(|b| {
+                let c = s.counters.get(&(*key, b.addr)).copied().unwrap_or_default();
+                (
+                    b.addr.to_string(),
+                    BackendView {
+                        pending_connections: 0,
+                        total_failures: 0,
+                        total_sucesses: c.selected,
+                        is_healthy: b.healthy,
+                        latency_last_60s: 0,
+                        weight: b.effective_weight(),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The whole `/vips` body.
+pub fn vips(s: &Snapshot) -> VipsView {
+    VipsView {
+        vips: s
+            .table
+            .iter()
+            .filter_map(|(k, _)| Some((vip_label(k), vip(s, k)?)))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vip::Backend;
+
+    #[test]
+    fn vips_view_has_minuteman_shape() {
+        let key = parse_vip_key("11.1.2.3:80").unwrap();
+        let mut table = VipTable::new();
+        let backend: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        table.insert(key, vec![Backend::new(backend)]).unwrap();
+        let mut counters = BTreeMap::new();
+        counters.insert((key, backend), BackendCounters { selected: 7 });
+        let json = serde_json::to_value(vips(&Snapshot { table, counters })).unwrap();
+        let b = &json["vips"]["11.1.2.3:80"]["10.0.0.2:8080"];
+        assert_eq!(b["total_sucesses"], 7);
+        assert_eq!(b["is_healthy"], true);
+        for field in ["pending_connections", "total_failures", "latency_last_60s"] {
+            assert!(b.get(field).is_some(), "{field} missing");
+        }
+    }
+
+    #[test]
+    fn vip_keys_parse() {
+        assert_eq!(parse_vip_key("11.1.2.3:80").unwrap().protocol, Protocol::Tcp);
+        assert_eq!(parse_vip_key("[fd00::1]:53/udp").unwrap().protocol, Protocol::Udp);
+        assert!(parse_vip_key("11.1.2.3").is_none());
+        assert!(parse_vip_key("nonsense:80").is_none());
+        assert!(parse_vip_key("11.1.2.3:80/sctp").is_none());
+        assert_eq!(vip_label(&parse_vip_key("11.1.2.3:53/udp").unwrap()), "11.1.2.3:53/udp");
+    }
+}

@@ -1,0 +1,2 @@
+//! Where backends come from. Today: the static VIP file ([`file::FileSource`]).
+pub mod file;
