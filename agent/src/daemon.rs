@@ -82,7 +82,9 @@ fn reload(shared: &Shared, source: &mut FileSource, force: bool) {
                     micros = started.elapsed().as_micros() as u64,
                     "VIP table programmed"
                 ),
-                Err(e) => tracing::error!(error = %e, "programming the VIP table failed; previous table kept"),
+                Err(e) => {
+                    tracing::error!(error = %e, "programming the VIP table failed; previous table kept")
+                }
             }
         }
     }
@@ -98,9 +100,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    });
+    let server =
+        axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
     let server = tokio::spawn(async move { server.await });
 
     let mut source = config.vips.map(FileSource::new);

@@ -14,7 +14,11 @@ use garrison_agent::{
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "garrison-agent", version, about = "Garrison's per-host agent: in-kernel L4 VIP load balancing")]
+#[command(
+    name = "garrison-agent",
+    version,
+    about = "Garrison's per-host agent: in-kernel L4 VIP load balancing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,13 +58,19 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     match Cli::parse().command {
         Command::Run(args) => run_agent(args),
         Command::Cleanup { bpffs } => {
-            remove_pins(&bpffs).with_context(|| format!("removing pins under {}", bpffs.display()))?;
+            remove_pins(&bpffs)
+                .with_context(|| format!("removing pins under {}", bpffs.display()))?;
             tracing::info!(pins = %bpffs.display(), "data plane removed");
             Ok(())
         }
@@ -75,7 +85,11 @@ fn run_agent(args: RunArgs) -> Result<()> {
     if let Some(parent) = args.bpffs.parent()
         && sys::find_mount("bpf").is_none()
     {
-        anyhow::bail!("no bpf filesystem is mounted (expected one at {}): mount -t bpf bpf {}", parent.display(), parent.display());
+        anyhow::bail!(
+            "no bpf filesystem is mounted (expected one at {}): mount -t bpf bpf {}",
+            parent.display(),
+            parent.display()
+        );
     }
     let dp = EbpfDataplane::open(EbpfConfig {
         cgroup: cgroup.clone(),
@@ -89,7 +103,10 @@ fn run_agent(args: RunArgs) -> Result<()> {
         vips: args.vips,
         poll_interval: Duration::from_millis(args.poll_ms.max(10)),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.api)
             .await

@@ -10,6 +10,7 @@
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner.
 pub mod scenarios;
 
+use garrison_agent::sys;
 use std::{
     fs,
     io::{self, Read, Write},
@@ -144,18 +145,6 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn mounts() -> String {
-    fs::read_to_string("/proc/self/mounts").unwrap_or_default()
-}
-
-fn find_mount(fstype: &str) -> Option<PathBuf> {
-    mounts().lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
-        (ty == fstype).then(|| PathBuf::from(dir))
-    })
-}
-
 fn mount(fstype: &str, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
@@ -178,7 +167,7 @@ fn mount(fstype: &str, dir: &Path) -> io::Result<()> {
 /// The cgroup v2 mount point, mounting one under /run if the host has none
 /// (`ip netns exec` remounts /sys, so a test never relies on /sys/fs/cgroup).
 pub fn cgroup2_root() -> io::Result<PathBuf> {
-    if let Some(dir) = find_mount("cgroup2") {
+    if let Some(dir) = sys::find_mount("cgroup2") {
         return Ok(dir);
     }
     let dir = PathBuf::from("/run/garrison-test-cgroup2");
@@ -188,14 +177,10 @@ pub fn cgroup2_root() -> io::Result<PathBuf> {
 
 /// A bpffs directory, mounting one under /run if /sys/fs/bpf is not bpffs.
 pub fn bpffs_root() -> io::Result<PathBuf> {
-    let found = mounts().lines().any(|l| {
-        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
-            && l.split_whitespace().nth(2) == Some("bpf")
-    });
-    if found {
+    if sys::is_mount_of(Path::new("/sys/fs/bpf"), "bpf") {
         return Ok(PathBuf::from("/sys/fs/bpf"));
     }
-    if let Some(dir) = find_mount("bpf") {
+    if let Some(dir) = sys::find_mount("bpf") {
         return Ok(dir);
     }
     let dir = PathBuf::from("/run/garrison-test-bpffs");
@@ -298,4 +283,78 @@ pub fn ask_name(addr: SocketAddr) -> io::Result<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf.trim().to_string())
+}
+
+/// Serves UDP on `socket`: every datagram is answered with `name`.
+pub fn serve_udp_name(socket: std::net::UdpSocket, name: &str) -> SocketAddr {
+    let addr = socket.local_addr().expect("bound");
+    let name = name.to_string();
+    thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((_, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let _ = socket.send_to(name.as_bytes(), from);
+        }
+    });
+    addr
+}
+
+/// Asks `addr` for its name `n` times (one connection each) and counts answers.
+pub fn tally(addr: SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let name =
+            ask_name(addr).unwrap_or_else(|e| panic!("connection {i} to {addr} failed: {e}"));
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A minimal HTTP/1.1 GET returning (status, body), for the agent API.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not an HTTP response: {buf:?}")))?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Everything a data-path scenario needs, torn down in the right order on
+/// drop: data plane, namespace, pins, cgroup. Not `Send` (holds the namespace).
+pub struct LbFixture {
+    pub dp: garrison_agent::dataplane::EbpfDataplane,
+    pub ns: NetNsGuard,
+    pub pins: TestPins,
+    pub cg: TestCgroup,
+}
+
+impl LbFixture {
+    pub fn new(name: &str) -> Self {
+        require_root();
+        let cg = TestCgroup::new(name).expect("test cgroup");
+        let pins = TestPins::new(name).expect("pin dir");
+        let ns = NetNsGuard::enter_new().expect("netns");
+        let dp =
+            garrison_agent::dataplane::EbpfDataplane::open(garrison_agent::dataplane::EbpfConfig {
+                cgroup: cg.path().to_path_buf(),
+                pin_dir: pins.path().to_path_buf(),
+            })
+            .expect("load and attach the eBPF data plane");
+        LbFixture { dp, ns, pins, cg }
+    }
 }

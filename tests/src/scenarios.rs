@@ -1,69 +1,507 @@
 //! Test scenarios that run both on the host (tests/tests/*.rs) and in the QEMU
-//! guests (vm-tests). Each is a plain function that panics on failure.
-use std::net::{SocketAddr, TcpListener};
+//! guests (vm-tests). Each is a plain function that panics on failure; each
+//! makes its own network namespace (loopback only: nothing can leave), its own
+//! child cgroup and its own pin directory.
+use std::{
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
 use garrison_agent::{
-    dataplane::{Dataplane, EbpfConfig, EbpfDataplane},
+    dataplane::Dataplane,
     vip::{Backend, Protocol, VipKey, VipTable},
 };
 
-use crate::{NetNsGuard, TestCgroup, TestPins, ask_name, require_root, serve_tcp_name};
+use crate::{
+    LbFixture, NetNsGuard, TestCgroup, TestPins, ask_name, enter_netns, http_get, require_root,
+    serve_tcp_name, serve_udp_name, tally, unique,
+};
 
 /// Every scenario by name, for the guest runner.
-pub const ALL: &[(&str, fn())] = &[(
-    "tcp_vip_reaches_backend_and_other_addresses_are_untouched",
-    tcp_vip_reaches_backend_and_other_addresses_are_untouched,
-)];
+pub const ALL: &[(&str, fn())] = &[
+    (
+        "tcp_vip_reaches_backend_and_other_addresses_are_untouched",
+        tcp_vip_reaches_backend_and_other_addresses_are_untouched,
+    ),
+    ("tcp_backends_share_by_weight", tcp_backends_share_by_weight),
+    (
+        "removed_backend_is_never_chosen_and_empty_vip_refuses",
+        removed_backend_is_never_chosen_and_empty_vip_refuses,
+    ),
+    ("getpeername_returns_the_vip", getpeername_returns_the_vip),
+    (
+        "udp_replies_come_from_the_vip_and_stick_to_one_backend",
+        udp_replies_come_from_the_vip_and_stick_to_one_backend,
+    ),
+    ("ipv6_tcp_and_udp_vips", ipv6_tcp_and_udp_vips),
+    (
+        "agent_sigkill_and_restart_lose_no_connection",
+        agent_sigkill_and_restart_lose_no_connection,
+    ),
+];
+
+fn vip(addr: &str, protocol: Protocol) -> VipKey {
+    VipKey {
+        addr: addr.parse().expect("VIP literal"),
+        protocol,
+    }
+}
+
+fn weighted(backends: &[(SocketAddr, u32)]) -> Vec<Backend> {
+    backends
+        .iter()
+        .map(|&(addr, weight)| Backend {
+            addr,
+            weight,
+            healthy: true,
+        })
+        .collect()
+}
+
+fn one_vip_table(key: VipKey, backends: &[(SocketAddr, u32)]) -> VipTable {
+    let mut t = VipTable::new();
+    t.insert(key, weighted(backends)).expect("valid table");
+    t
+}
+
+fn tcp_backends(ip: &str, n: usize) -> Vec<SocketAddr> {
+    (1..=n)
+        .map(|i| {
+            serve_tcp_name(
+                TcpListener::bind((ip, 0)).expect("bind backend"),
+                &format!("backend-{i}"),
+            )
+        })
+        .collect()
+}
+
+fn udp_backends(ip: &str, n: usize) -> Vec<SocketAddr> {
+    (1..=n)
+        .map(|i| {
+            serve_udp_name(
+                UdpSocket::bind((ip, 0)).expect("bind backend"),
+                &format!("backend-{i}"),
+            )
+        })
+        .collect()
+}
+
+fn assert_near(counts: &std::collections::BTreeMap<String, usize>, name: &str, expected: f64) {
+    let got = counts.get(name).copied().unwrap_or(0) as f64;
+    // A plain bound of ±35 % of the expectation: over ≥100 expected picks
+    // that is more than 3.5 standard deviations of a fair binomial.
+    assert!(
+        (got - expected).abs() <= 0.35 * expected,
+        "{name}: {got} picks, expected about {expected}; all: {counts:?}"
+    );
+}
 
 /// A TCP connect to a VIP reaches its backend; other addresses are untouched.
 pub fn tcp_vip_reaches_backend_and_other_addresses_are_untouched() {
-    require_root();
-    let cg = TestCgroup::new("connect").expect("test cgroup");
-    let pins = TestPins::new("connect").expect("pin dir");
-    let _ns = NetNsGuard::enter_new().expect("netns");
-    let backend = serve_tcp_name(TcpListener::bind("127.0.0.1:0").unwrap(), "backend-1");
-
-    let mut dp = EbpfDataplane::open(EbpfConfig {
-        cgroup: cg.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-    })
-    .expect("load and attach");
-    let vip: SocketAddr = "11.1.2.3:80".parse().unwrap();
-    let mut table = VipTable::new();
-    table
-        .insert(
-            VipKey {
-                addr: vip,
-                protocol: Protocol::Tcp,
-            },
-            vec![Backend::new(backend)],
-        )
-        .unwrap();
-    dp.apply(&table).expect("apply");
+    let mut f = LbFixture::new("connect");
+    let backend = tcp_backends("127.0.0.1", 1)[0];
+    let key = vip("11.1.2.3:80", Protocol::Tcp);
+    f.dp.apply(&one_vip_table(key, &[(backend, 1)]))
+        .expect("apply");
 
     for _ in 0..5 {
-        assert_eq!(ask_name(vip).expect("connect through the VIP"), "backend-1");
+        assert_eq!(
+            ask_name(key.addr).expect("connect through the VIP"),
+            "backend-1"
+        );
     }
     // Not a VIP: untouched, so it fails (no route in a fresh namespace).
-    let other: SocketAddr = "11.1.2.4:80".parse().unwrap();
-    assert!(
-        ask_name(other).is_err(),
-        "a non-VIP address must not be rewritten"
+    let err = ask_name("11.1.2.4:80".parse().unwrap())
+        .expect_err("a non-VIP address must not be rewritten");
+    assert_ne!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "untouched, not refused by us: {err}"
     );
-    // Same address, other port: not a VIP either.
-    assert!(ask_name("11.1.2.3:81".parse().unwrap()).is_err());
+    assert!(
+        ask_name("11.1.2.3:81".parse().unwrap()).is_err(),
+        "same IP, other port: not a VIP"
+    );
     assert_eq!(
         ask_name(backend).unwrap(),
         "backend-1",
         "direct traffic untouched"
     );
 
-    let counters = dp.counters().unwrap();
-    let selected: u64 = counters.values().map(|c| c.selected).sum();
-    assert_eq!(
-        selected, 5,
-        "kernel counted every steered connect: {counters:?}"
-    );
+    let selected: u64 = f.dp.counters().unwrap().values().map(|c| c.selected).sum();
+    assert_eq!(selected, 5, "the kernel counted every steered connect");
+    let pins = f.pins.path().to_path_buf();
+    let LbFixture {
+        dp,
+        ns,
+        pins: p,
+        cg,
+    } = f;
     dp.cleanup().expect("cleanup");
-    assert!(!pins.path().exists(), "cleanup removes the pin directory");
+    assert!(!pins.exists(), "cleanup removes the pin directory");
+    drop((ns, p, cg));
+}
+
+/// Three backends are each chosen, in proportion to their weights.
+pub fn tcp_backends_share_by_weight() {
+    let mut f = LbFixture::new("weights");
+    let b = tcp_backends("127.0.0.1", 3);
+    let key = vip("11.1.2.3:80", Protocol::Tcp);
+
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1), (b[1], 1), (b[2], 1)]))
+        .unwrap();
+    let counts = tally(key.addr, 300);
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        assert_near(&counts, name, 100.0);
+    }
+
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1), (b[1], 2), (b[2], 3)]))
+        .unwrap();
+    let counts = tally(key.addr, 600);
+    assert_near(&counts, "backend-1", 100.0);
+    assert_near(&counts, "backend-2", 200.0);
+    assert_near(&counts, "backend-3", 300.0);
+
+    let total: u64 = f.dp.counters().unwrap().values().map(|c| c.selected).sum();
+    assert_eq!(
+        total, 900,
+        "kernel counters agree with the connections made"
+    );
+}
+
+/// A removed backend is never chosen again; a VIP with no backend refuses at
+/// once (ECONNREFUSED); a VIP removed from the table is no longer touched.
+pub fn removed_backend_is_never_chosen_and_empty_vip_refuses() {
+    let mut f = LbFixture::new("remove");
+    let b = tcp_backends("127.0.0.1", 3);
+    let key = vip("11.1.2.3:80", Protocol::Tcp);
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1), (b[1], 1), (b[2], 1)]))
+        .unwrap();
+    assert_eq!(tally(key.addr, 60).len(), 3);
+
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1), (b[1], 1)]))
+        .unwrap();
+    let counts = tally(key.addr, 200);
+    assert!(
+        !counts.contains_key("backend-3"),
+        "removed backend chosen: {counts:?}"
+    );
+
+    f.dp.apply(&one_vip_table(key, &[])).unwrap();
+    let err = TcpStream::connect_timeout(&key.addr, Duration::from_secs(2))
+        .expect_err("no backend: must fail");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    assert!(f.dp.events().unwrap()["no_backend"] >= 1);
+
+    // Weight 0 everywhere is the same as no backend.
+    f.dp.apply(&one_vip_table(key, &[(b[0], 0)])).unwrap();
+    let err = TcpStream::connect_timeout(&key.addr, Duration::from_secs(2))
+        .expect_err("drained: must fail");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+
+    f.dp.apply(&VipTable::new()).unwrap();
+    let err = TcpStream::connect_timeout(&key.addr, Duration::from_secs(2)).expect_err("no route");
+    assert_ne!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "a removed VIP is not ours any more: {err}"
+    );
+}
+
+/// `getpeername()` on a steered TCP socket returns the VIP.
+pub fn getpeername_returns_the_vip() {
+    let mut f = LbFixture::new("peername");
+    let b = tcp_backends("127.0.0.1", 1);
+    let key = vip("11.1.2.3:80", Protocol::Tcp);
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1)])).unwrap();
+    let s = TcpStream::connect_timeout(&key.addr, Duration::from_secs(2)).unwrap();
+    assert_eq!(s.peer_addr().unwrap(), key.addr);
+    let direct = TcpStream::connect_timeout(&b[0], Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        direct.peer_addr().unwrap(),
+        b[0],
+        "direct sockets untouched"
+    );
+}
+
+fn udp_ask(socket: &UdpSocket, to: Option<SocketAddr>) -> (String, SocketAddr) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    match to {
+        Some(addr) => socket.send_to(b"who", addr).expect("sendto VIP"),
+        None => socket.send(b"who").expect("send on connected socket"),
+    };
+    let mut buf = [0u8; 64];
+    let (n, from) = socket.recv_from(&mut buf).expect("UDP reply");
+    (String::from_utf8_lossy(&buf[..n]).to_string(), from)
+}
+
+/// UDP: replies appear to come from the VIP; one socket sticks to one backend;
+/// different sockets spread; connected UDP works and its peer is the VIP.
+pub fn udp_replies_come_from_the_vip_and_stick_to_one_backend() {
+    let mut f = LbFixture::new("udp");
+    let b = udp_backends("127.0.0.1", 3);
+    let key = vip("11.1.2.3:53", Protocol::Udp);
+    f.dp.apply(&one_vip_table(key, &[(b[0], 1), (b[1], 1), (b[2], 1)]))
+        .unwrap();
+
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (first, from) = udp_ask(&s, Some(key.addr));
+    assert_eq!(from, key.addr, "the reply must appear to come from the VIP");
+    for _ in 0..9 {
+        let (name, from) = udp_ask(&s, Some(key.addr));
+        assert_eq!(
+            (name.as_str(), from),
+            (first.as_str(), key.addr),
+            "one socket, one backend"
+        );
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        seen.insert(udp_ask(&s, Some(key.addr)).0);
+    }
+    assert_eq!(seen.len(), 3, "sockets spread over every backend: {seen:?}");
+
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(key.addr).expect("connect UDP to the VIP");
+    assert_eq!(c.peer_addr().unwrap(), key.addr);
+    let (_, from) = udp_ask(&c, None);
+    assert_eq!(from, key.addr);
+}
+
+/// IPv6 VIPs for TCP and UDP.
+pub fn ipv6_tcp_and_udp_vips() {
+    let mut f = LbFixture::new("ipv6");
+    let tb = tcp_backends("::1", 2);
+    let ub = udp_backends("::1", 2);
+    let tkey = vip("[fd00::1]:80", Protocol::Tcp);
+    let ukey = vip("[fd00::1]:53", Protocol::Udp);
+    let mut t = VipTable::new();
+    t.insert(tkey, weighted(&[(tb[0], 1), (tb[1], 1)])).unwrap();
+    t.insert(ukey, weighted(&[(ub[0], 1), (ub[1], 1)])).unwrap();
+    f.dp.apply(&t).unwrap();
+
+    let counts = tally(tkey.addr, 100);
+    assert_eq!(counts.len(), 2, "both IPv6 backends chosen: {counts:?}");
+    let s = TcpStream::connect_timeout(&tkey.addr, Duration::from_secs(2)).unwrap();
+    assert_eq!(s.peer_addr().unwrap(), tkey.addr);
+    let u = UdpSocket::bind("[::1]:0").unwrap();
+    let (name, from) = udp_ask(&u, Some(ukey.addr));
+    assert!(name.starts_with("backend-"), "{name}");
+    assert_eq!(from, ukey.addr);
+}
+
+/// The agent binary: `$GARRISON_AGENT_BIN`, else next to the test binary's
+/// directory (target/<profile>/garrison-agent, built by `cargo xtask test`).
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GARRISON_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("garrison-agent"))
+        .expect("target layout");
+    assert!(
+        candidate.is_file(),
+        "garrison-agent binary not found at {} (build it: cargo build -p garrison-agent, or set GARRISON_AGENT_BIN)",
+        candidate.display()
+    );
+    candidate
+}
+
+struct AgentProcess {
+    child: Child,
+    api: SocketAddr,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn start(args: &[String], api: SocketAddr, log: PathBuf) -> Self {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let child = Command::new(agent_binary())
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start garrison-agent");
+        let mut agent = AgentProcess { child, api, log };
+        agent.wait_until(|body| body.contains("11.1.2.3:80"));
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls /v1/vips until `ready(body)`, at most 20 s.
+    fn wait_until(&mut self, ready: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited early ({status}); log:\n{}", self.log());
+            }
+            if let Ok((200, body)) = http_get(self.api, "/v1/vips")
+                && ready(&body)
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent not ready within 20 s; log:\n{}", self.log());
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent is SIGKILLed while a client opens connections in a loop: no
+/// connection fails, and a restarted agent re-adopts the pinned data plane
+/// with its counters.
+pub fn agent_sigkill_and_restart_lose_no_connection() {
+    require_root();
+    let cg = TestCgroup::new("restart").expect("cgroup");
+    let pins = TestPins::new("restart").expect("pins");
+    let ns = NetNsGuard::enter_new().expect("netns");
+    let b = tcp_backends("127.0.0.1", 3);
+    let dir = std::env::temp_dir().join(unique("restart"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vips = dir.join("vips.json");
+    let backends: Vec<String> = b
+        .iter()
+        .map(|a| format!(r#"{{"ip":"{}","port":{}}}"#, a.ip(), a.port()))
+        .collect();
+    std::fs::write(
+        &vips,
+        format!(
+            r#"[{{"vip":"11.1.2.3:80","protocol":"tcp","backend":[{}]}}]"#,
+            backends.join(",")
+        ),
+    )
+    .unwrap();
+    let api = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args: Vec<String> = [
+        "--api",
+        &api.to_string(),
+        "--cgroup",
+        cg.path().to_str().unwrap(),
+        "--bpffs",
+        pins.path().to_str().unwrap(),
+        "--vips",
+        vips.to_str().unwrap(),
+        "--poll-ms",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = dir.join("agent.log");
+    let mut agent = AgentProcess::start(&args, api, log.clone());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let client = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let netns = ns.handle().unwrap();
+        thread::spawn(move || {
+            enter_netns(&netns).expect("client enters the test namespace");
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+                match ask_name("11.1.2.3:80".parse().unwrap()) {
+                    Ok(name) if name.starts_with("backend-") => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let wait_for_more = |from: u64| {
+        let start = Instant::now();
+        while ok.load(Ordering::Relaxed) < from + 20 && start.elapsed() < Duration::from_secs(20) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for_more(0);
+    agent.signal(libc::SIGKILL);
+    let at_kill = ok.load(Ordering::Relaxed);
+    wait_for_more(at_kill);
+    assert!(
+        ok.load(Ordering::Relaxed) >= at_kill + 20,
+        "connections continue while no agent runs"
+    );
+    drop(agent);
+
+    let mut agent = AgentProcess::start(&args, api, log);
+    wait_for_more(ok.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} connections failed across the restart",
+        ok + failed
+    );
+    assert!(
+        agent.log().contains("readopted=true"),
+        "restarted agent re-adopted the pins:\n{}",
+        agent.log()
+    );
+
+    let (status, body) = http_get(api, "/vips").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let total: u64 = json["vips"]["11.1.2.3:80"]
+        .as_object()
+        .expect("VIP listed")
+        .values()
+        .map(|b| b["total_sucesses"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, ok, "kernel counters span both agent lifetimes");
+    let (status, body) = http_get(api, "/vip/11.9.9.9:80").unwrap();
+    assert_eq!((status, body.as_str()), (404, r#"{"error":"no_backends"}"#));
+    let (status, body) = http_get(api, "/vip/not-a-vip").unwrap();
+    assert_eq!((status, body.as_str()), (400, r#"{"error":"invalid_vip"}"#));
+
+    agent.signal(libc::SIGTERM);
+    assert!(
+        agent.log().contains("pinned data plane keeps serving"),
+        "{}",
+        agent.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop((ns, pins, cg));
 }

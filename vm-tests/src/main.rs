@@ -94,6 +94,8 @@ fn main() {
     let release = kernel_release();
     println!("garrison-vm: kernel {release}");
     modules::load_all(&release, MODULES);
+    // SAFETY: still single-threaded; the scenarios find the agent through this.
+    unsafe { std::env::set_var("GARRISON_AGENT_BIN", "/bin/garrison-agent") };
 
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, scenario) in garrison_tests::scenarios::ALL {

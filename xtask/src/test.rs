@@ -106,6 +106,9 @@ pub fn run(with_vm: bool) -> Result<()> {
             "garrison-ebpf",
         ],
     )?;
+    // The agent binary is run as a process by the restart scenario.
+    let ok = cmd::cargo(&["build", "-p", "garrison-agent"]).is_ok();
+    tally.step("build garrison-agent", ok);
     tests_step(
         &mut tally,
         "privileged host tests",

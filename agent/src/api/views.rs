@@ -117,11 +117,20 @@ mod tests {
 
     #[test]
     fn vip_keys_parse() {
-        assert_eq!(parse_vip_key("11.1.2.3:80").unwrap().protocol, Protocol::Tcp);
-        assert_eq!(parse_vip_key("[fd00::1]:53/udp").unwrap().protocol, Protocol::Udp);
+        assert_eq!(
+            parse_vip_key("11.1.2.3:80").unwrap().protocol,
+            Protocol::Tcp
+        );
+        assert_eq!(
+            parse_vip_key("[fd00::1]:53/udp").unwrap().protocol,
+            Protocol::Udp
+        );
         assert!(parse_vip_key("11.1.2.3").is_none());
         assert!(parse_vip_key("nonsense:80").is_none());
         assert!(parse_vip_key("11.1.2.3:80/sctp").is_none());
-        assert_eq!(vip_label(&parse_vip_key("11.1.2.3:53/udp").unwrap()), "11.1.2.3:53/udp");
+        assert_eq!(
+            vip_label(&parse_vip_key("11.1.2.3:53/udp").unwrap()),
+            "11.1.2.3:53/udp"
+        );
     }
 }

@@ -67,14 +67,29 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vips.json");
         let mut src = FileSource::new(&path);
-        assert!(matches!(src.poll(false), FilePoll::Rejected(file::VipFileError::Read { .. })));
-        assert!(matches!(src.poll(false), FilePoll::Unchanged), "same error reported once");
-        std::fs::write(&path, r#"[{"vip":"11.0.0.1:80","backend":[{"ip":"10.0.0.1","port":80}]}]"#).unwrap();
+        assert!(matches!(
+            src.poll(false),
+            FilePoll::Rejected(file::VipFileError::Read { .. })
+        ));
+        assert!(
+            matches!(src.poll(false), FilePoll::Unchanged),
+            "same error reported once"
+        );
+        std::fs::write(
+            &path,
+            r#"[{"vip":"11.0.0.1:80","backend":[{"ip":"10.0.0.1","port":80}]}]"#,
+        )
+        .unwrap();
         assert!(matches!(src.poll(false), FilePoll::Changed(t) if t.len() == 1));
         assert!(matches!(src.poll(false), FilePoll::Unchanged));
-        assert!(matches!(src.poll(true), FilePoll::Changed(_)), "forced re-read");
+        assert!(
+            matches!(src.poll(true), FilePoll::Changed(_)),
+            "forced re-read"
+        );
         std::fs::write(&path, "[{").unwrap();
-        let FilePoll::Rejected(e) = src.poll(false) else { panic!("bad JSON accepted") };
+        let FilePoll::Rejected(e) = src.poll(false) else {
+            panic!("bad JSON accepted")
+        };
         assert!(e.to_string().contains("vips.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

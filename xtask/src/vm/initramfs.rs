@@ -169,23 +169,22 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<PathBuf> {
     Ok(staging.to_path_buf())
 }
 
-/// Builds the initramfs for `kernel` with `init` as /init; returns its path.
-pub fn build(kernel: &Kernel, init: &Path) -> Result<PathBuf> {
+/// Builds the initramfs for `kernel` with the guest init as /init and the
+/// agent as /bin/garrison-agent; returns its path.
+pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     let work = cmd::root().join("target/vm/images").join(&kernel.version);
     fs::create_dir_all(&work)?;
     let staging = stage_modules(kernel, &work.join("staging"))?;
     let image = work.join("initramfs.cpio");
     let file = std::io::BufWriter::new(fs::File::create(&image)?);
     let mut cpio = CpioWriter::new(file);
-    for d in ["dev", "proc", "sys", "run", "tmp", "lib"] {
+    for d in ["dev", "proc", "sys", "run", "tmp", "lib", "bin"] {
         cpio.dir(d)?;
     }
     cpio.char_dev("dev/console", 5, 1)?;
-    cpio.file(
-        "init",
-        0o755,
-        &fs::read(init).with_context(|| format!("reading {}", init.display()))?,
-    )?;
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    cpio.file("init", 0o755, &read(&guest.init)?)?;
+    cpio.file("bin/garrison-agent", 0o755, &read(&guest.agent)?)?;
     add_tree(&mut cpio, &staging.join("lib/modules"), "lib/modules")?;
     cpio.finish()?.flush()?;
     Ok(image)

@@ -56,23 +56,37 @@ pub struct Summary {
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
-fn build_guest() -> Result<std::path::PathBuf> {
+/// Static guest binaries: the init (test runner) and the agent.
+pub struct GuestBinaries {
+    pub init: std::path::PathBuf,
+    pub agent: std::path::PathBuf,
+}
+
+fn build_guest() -> Result<GuestBinaries> {
     cmd::cargo(&[
         "build",
         "--release",
         "-p",
         "garrison-vm-tests",
+        "-p",
+        "garrison-agent",
         "--target",
         GUEST_TARGET,
     ])?;
-    let bin = cmd::root()
+    let dir = cmd::root()
         .join("target")
         .join(GUEST_TARGET)
-        .join("release/garrison-vm-init");
-    if !bin.is_file() {
-        bail!("guest binary {} was not built", bin.display());
+        .join("release");
+    let bins = GuestBinaries {
+        init: dir.join("garrison-vm-init"),
+        agent: dir.join("garrison-agent"),
+    };
+    for b in [&bins.init, &bins.agent] {
+        if !b.is_file() {
+            bail!("guest binary {} was not built", b.display());
+        }
     }
-    Ok(bin)
+    Ok(bins)
 }
 
 /// Runs the suite on the chosen kernels.
@@ -83,13 +97,13 @@ pub fn run(args: &VmTestArgs) -> Result<Summary> {
         KernelChoice::V6_12 => vec![kernel::Series::V6_12],
         KernelChoice::All => vec![kernel::Series::V6_1, kernel::Series::V6_12],
     };
-    let init = build_guest()?;
+    let guest = build_guest()?;
     let mut total = Summary::default();
     let mut accel = args.accel;
     for s in series {
         let k = kernel::fetch(s).with_context(|| format!("getting the {} kernel", s.name()))?;
         println!("vm-test: kernel {} ({})", k.version, s.name());
-        let image = initramfs::build(&k, &init)?;
+        let image = initramfs::build(&k, &guest)?;
         let started = Instant::now();
         let (result, used) = qemu::boot(&k, &image, accel, Duration::from_secs(args.timeout))
             .with_context(|| format!("guest on kernel {}", k.version))?;
