@@ -35,17 +35,15 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, Json(serde_json::json!({ "error": code }))).into_response()
 }
 
-fn snapshot(shared: &Shared) -> Result<views::Snapshot, Response> {
-    shared.snapshot().map_err(|e| {
-        tracing::error!(error = %e, "reading data-plane counters");
-        error(StatusCode::INTERNAL_SERVER_ERROR, "counters_unavailable")
-    })
+fn internal(e: crate::dataplane::EbpfError) -> Response {
+    tracing::error!(error = %e, "reading data-plane counters");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "counters_unavailable")
 }
 
 async fn all_vips(State(shared): State<Arc<Shared>>) -> Response {
-    match snapshot(&shared) {
+    match shared.snapshot() {
         Ok(s) => Json(views::vips(&s)).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
@@ -53,12 +51,12 @@ async fn one_vip(State(shared): State<Arc<Shared>>, Path(vip): Path<String>) -> 
     let Some(key) = views::parse_vip_key(&vip) else {
         return error(StatusCode::BAD_REQUEST, "invalid_vip");
     };
-    match snapshot(&shared) {
+    match shared.snapshot() {
         Ok(s) => match views::vip(&s, &key) {
             Some(v) => Json(v).into_response(),
             None => error(StatusCode::NOT_FOUND, "no_backends"),
         },
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
