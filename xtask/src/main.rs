@@ -43,6 +43,24 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Run the demo: three backend nodes and a client in namespaces, one VIP.
     Demo(demo::DemoArgs),
+    /// (demo helper) HTTP server answering with its name.
+    #[command(hide = true)]
+    DemoServe {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+    /// (demo helper) client making requests to the VIP from the demo cgroup.
+    #[command(hide = true)]
+    DemoClient {
+        #[arg(long)]
+        cgroup: std::path::PathBuf,
+        #[arg(long)]
+        vip: std::net::SocketAddr,
+        #[arg(long)]
+        count: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -66,5 +84,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&args),
+        Command::DemoServe { name, listen } => demo::serve(&name, listen),
+        Command::DemoClient { cgroup, vip, count } => demo::client(&cgroup, vip, count),
     }
 }
