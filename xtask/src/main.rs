@@ -8,6 +8,7 @@
 mod cmd;
 mod demo;
 mod deps;
+mod lab;
 mod test;
 mod vm;
 
@@ -43,9 +44,9 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Run the demo: three backend nodes and a client in namespaces, one VIP.
     Demo(demo::DemoArgs),
-    /// (demo helper) HTTP server answering with its name.
+    /// (lab helper) HTTP server answering with its name.
     #[command(hide = true)]
-    DemoServe {
+    LabServe {
         #[arg(long)]
         name: String,
         #[arg(long)]
@@ -84,7 +85,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&args),
-        Command::DemoServe { name, listen } => demo::serve(&name, listen),
+        Command::LabServe { name, listen } => lab::serve(&name, listen),
         Command::DemoClient { cgroup, vip, count } => demo::client(&cgroup, vip, count),
     }
 }

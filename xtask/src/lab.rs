@@ -1,0 +1,364 @@
+//! A lab of network namespaces for the demo and the benchmarks: N backend nodes
+//! and one client, joined by a bridge that lives in a namespace of its own (the
+//! host's networking is never touched), plus a bpffs and cgroup2 mounted under
+//! the lab's run directory (`ip netns exec` remounts /sys, /run survives), a
+//! cgroup for the client, and the processes started in it. Addresses are in
+//! 198.18.0.0/24 (RFC 2544's benchmarking range) and exist only inside the lab.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+pub const CLIENT_IP: &str = "198.18.0.100";
+pub const BACKEND_PORT: u16 = 8080;
+pub const API: &str = "127.0.0.1:61421";
+
+/// One lab, named by a short prefix (namespaces `<prefix>-node1`, …).
+pub struct Lab {
+    prefix: String,
+    nodes: usize,
+    run_dir: PathBuf,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    cmd::output("ip", args).map(drop)
+}
+
+fn netns_exec(ns: &str, args: &[&str]) -> Result<()> {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend(args);
+    ip(&full)
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == dir.to_str())
+}
+
+fn mount(fstype: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if !is_mounted(dir) {
+        cmd::output(
+            "mount",
+            &["-t", fstype, fstype, dir.to_str().context("path")?],
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the agent binary (debug or release) and returns its path.
+pub fn agent_binary(release: bool) -> Result<PathBuf> {
+    let mut args = vec!["build", "-p", "garrison-agent"];
+    if release {
+        args.push("--release");
+    }
+    cmd::cargo(&args)?;
+    let bin = cmd::root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("garrison-agent");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The VIP file for `vip` over every node's backend port.
+pub fn vip_file_json(vip: &str, backends: &[String]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|ip| format!(r#"{{"ip":"{ip}","port":{BACKEND_PORT}}}"#))
+        .collect();
+    format!(
+        r#"[{{"vip":"{vip}","protocol":"tcp","backend":[{}]}}]"#,
+        list.join(",")
+    )
+}
+
+impl Lab {
+    pub fn new(prefix: &str, nodes: usize) -> Self {
+        Lab {
+            prefix: prefix.to_string(),
+            nodes,
+            run_dir: PathBuf::from(format!("/run/garrison-{prefix}")),
+        }
+    }
+
+    pub fn node_ns(&self, i: usize) -> String {
+        format!("{}-node{}", self.prefix, i + 1)
+    }
+
+    pub fn client_ns(&self) -> String {
+        format!("{}-client", self.prefix)
+    }
+
+    fn fabric_ns(&self) -> String {
+        format!("{}-fabric", self.prefix)
+    }
+
+    pub fn node_ip(&self, i: usize) -> String {
+        format!("198.18.0.{}", 11 + i)
+    }
+
+    pub fn node_ips(&self) -> Vec<String> {
+        (0..self.nodes).map(|i| self.node_ip(i)).collect()
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The cgroup the agent attaches to and the client joins.
+    pub fn cgroup(&self) -> PathBuf {
+        self.run_dir.join("cgroup2/garrison-lab")
+    }
+
+    pub fn pins(&self) -> PathBuf {
+        self.run_dir.join("bpffs/garrison")
+    }
+
+    fn all_ns(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..self.nodes).map(|i| self.node_ns(i)).collect();
+        v.push(self.client_ns());
+        v.push(self.fabric_ns());
+        v
+    }
+
+    /// Removes everything the lab may have left (idempotent, best effort).
+    pub fn teardown(&self) {
+        if let Ok(text) = std::fs::read_to_string(self.run_dir.join("pids")) {
+            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a pid this lab started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let pins = self.pins();
+        if pins.exists() {
+            let _ = std::fs::remove_dir_all(&pins);
+        }
+        for ns in self.all_ns() {
+            let _ = cmd::output("ip", &["netns", "del", &ns]);
+        }
+        let _ = std::fs::remove_dir(self.cgroup());
+        for m in ["bpffs", "cgroup2"] {
+            let dir = self.run_dir.join(m);
+            if is_mounted(&dir) {
+                let _ = cmd::output("umount", &[dir.to_str().unwrap_or_default()]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+
+    /// Creates namespaces, veths, the bridge, the mounts and the cgroup.
+    pub fn build(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.run_dir)?;
+        let fabric = self.fabric_ns();
+        for ns in self.all_ns() {
+            ip(&["netns", "add", &ns])?;
+            netns_exec(&ns, &["ip", "link", "set", "lo", "up"])?;
+        }
+        netns_exec(&fabric, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        netns_exec(&fabric, &["ip", "link", "set", "br0", "up"])?;
+        let mut members: Vec<(String, String)> = (0..self.nodes)
+            .map(|i| (self.node_ns(i), format!("{}/24", self.node_ip(i))))
+            .collect();
+        members.push((self.client_ns(), format!("{CLIENT_IP}/24")));
+        for (i, (ns, addr)) in members.iter().enumerate() {
+            let outer = format!("{}-v{i}", self.prefix);
+            ip(&[
+                "link", "add", &outer, "netns", &fabric, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ])?;
+            netns_exec(
+                &fabric,
+                &["ip", "link", "set", &outer, "master", "br0", "up"],
+            )?;
+            netns_exec(ns, &["ip", "addr", "add", addr, "dev", "eth0"])?;
+            netns_exec(ns, &["ip", "link", "set", "eth0", "up"])?;
+        }
+        mount("bpf", &self.run_dir.join("bpffs"))?;
+        mount("cgroup2", &self.run_dir.join("cgroup2"))?;
+        std::fs::create_dir_all(self.cgroup())?;
+        Ok(())
+    }
+
+    fn record_pid(&self, pid: u32) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run_dir.join("pids"))?;
+        writeln!(f, "{pid}")?;
+        Ok(())
+    }
+
+    /// Starts `program args` in namespace `ns`, output to `log`; torn down with the lab.
+    pub fn spawn_in(&self, ns: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+        let out = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {} in {ns}", program.display()))?;
+        self.record_pid(child.id())?;
+        Ok(child)
+    }
+
+    /// Starts an HTTP server (`xtask lab-serve`) on every node.
+    pub fn start_servers(&self) -> Result<()> {
+        let me = std::env::current_exe()?;
+        for i in 0..self.nodes {
+            let listen = format!("{}:{BACKEND_PORT}", self.node_ip(i));
+            let name = format!("node{}", i + 1);
+            let log = self.run_dir.join(format!("{name}.log"));
+            self.spawn_in(
+                &self.node_ns(i),
+                &me,
+                &["lab-serve", "--name", &name, "--listen", &listen],
+                &log,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts the agent in the client namespace with `vips_json` and waits
+    /// until its API lists `vip`. Returns the agent's log path.
+    pub fn start_agent(&self, agent: &Path, vips_json: &str, vip: &str) -> Result<PathBuf> {
+        let vips = self.run_dir.join("vips.json");
+        std::fs::write(&vips, vips_json)?;
+        let log = self.run_dir.join("agent.log");
+        let cgroup = self.cgroup();
+        let pins = self.pins();
+        self.spawn_in(
+            &self.client_ns(),
+            agent,
+            &[
+                "run",
+                "--api",
+                API,
+                "--cgroup",
+                cgroup.to_str().context("path")?,
+                "--bpffs",
+                pins.to_str().context("path")?,
+                "--vips",
+                vips.to_str().context("path")?,
+                "--cleanup",
+            ],
+            &log,
+        )?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.api_get("/v1/vips").is_ok_and(|b| b.contains(vip)) {
+                return Ok(log);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "the agent did not serve {vip} within 15 s; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    }
+
+    /// GET on the agent API from inside the client namespace.
+    pub fn api_get(&self, path: &str) -> Result<String> {
+        let url = format!("http://{API}{path}");
+        let client = self.client_ns();
+        let out = cmd::output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &client,
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                &url,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Runs `xtask ARGS` in the client namespace and returns its stdout.
+    pub fn run_client(&self, args: &[&str]) -> Result<String> {
+        let me = std::env::current_exe()?;
+        let client = self.client_ns();
+        let mut full = vec!["netns", "exec", &client, me.to_str().context("path")?];
+        full.extend(args);
+        let out = cmd::output("ip", &full)?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+}
+
+/// Joins a cgroup v2 directory (the client side of the lab).
+pub fn join_cgroup(cgroup: &Path) -> Result<()> {
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
+        .with_context(|| format!("joining {}", cgroup.display()))
+}
+
+/// `xtask lab-serve`: an HTTP/1.1 server answering every request with its
+/// name; keeps connections alive unless asked to close. A fixed pool of
+/// threads accepts, so thread creation is not part of the measured cost.
+pub fn serve(name: &str, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let body = format!("{name}\n");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let listener = listener.try_clone().expect("clone listener");
+            let response = response.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    serve_connection(conn, response.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn serve_connection(mut conn: std::net::TcpStream, response: &[u8]) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    let mut pending = Vec::new();
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            pending.drain(..end + 4);
+            if conn.write_all(response).is_err() {
+                return;
+            }
+            if head.contains("connection: close") {
+                return;
+            }
+        }
+        if pending.len() > 64 * 1024 {
+            return;
+        }
+    }
+}
