@@ -113,10 +113,6 @@ impl Lab {
         (0..self.nodes).map(|i| self.node_ip(i)).collect()
     }
 
-    pub fn run_dir(&self) -> &Path {
-        &self.run_dir
-    }
-
     /// The cgroup the agent attaches to and the client joins.
     pub fn cgroup(&self) -> PathBuf {
         self.run_dir.join("cgroup2/garrison-lab")

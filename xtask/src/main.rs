@@ -5,6 +5,8 @@
 //! - `test`     THE test command: deps, fmt, clippy, unit, privileged host, VM tests
 //! - `vm-test`  run the guest suite in QEMU on pinned Debian kernels
 //! - `demo`     show a VIP balancing real connections in network namespaces
+//! - `bench`    benchmarks whose figures go into docs/benchmarks.md
+mod bench;
 mod cmd;
 mod demo;
 mod deps;
@@ -44,6 +46,22 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Run the demo: three backend nodes and a client in namespaces, one VIP.
     Demo(demo::DemoArgs),
+    /// Benchmarks (not tests): `bench dataplane` writes docs/benchmarks.md.
+    Bench(bench::BenchArgs),
+    /// (bench helper) load generator run in the client namespace.
+    #[command(hide = true)]
+    BenchLoad {
+        #[arg(long)]
+        cgroup: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<std::net::SocketAddr>,
+        #[arg(long, value_enum)]
+        workload: bench::Workload,
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long)]
+        concurrency: u32,
+    },
     /// (lab helper) HTTP server answering with its name.
     #[command(hide = true)]
     LabServe {
@@ -85,6 +103,14 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchLoad {
+            cgroup,
+            targets,
+            workload,
+            seconds,
+            concurrency,
+        } => bench::load(&cgroup, &targets, workload, seconds, concurrency),
         Command::LabServe { name, listen } => lab::serve(&name, listen),
         Command::DemoClient { cgroup, vip, count } => demo::client(&cgroup, vip, count),
     }

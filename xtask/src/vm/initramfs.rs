@@ -202,8 +202,8 @@ mod tests {
         let out = cpio.finish().unwrap();
         assert_eq!(&out[..6], b"070701");
         assert_eq!(out.len() % 4, 0);
-        // second header starts on a 4-byte boundary right after "dev\0" padded
-        let second = 110 + 4;
+        // second header starts on a 4-byte boundary: 110-byte header + "dev\0" = 114, padded to 116
+        let second = 116;
         assert_eq!(&out[second..second + 6], b"070701");
         // file size field of "init" is 3
         assert_eq!(&out[second + 6 + 6 * 8..second + 6 + 7 * 8], b"00000003");
