@@ -10,7 +10,7 @@ fn missing(what: &str) -> ! {
     eprintln!(
         "error: garrison-agent needs {what} to build its eBPF programs; run `cargo xtask deps`"
     );
-    panic!("missing build prerequisite: {what} (run `cargo xtask deps`)");
+    std::process::exit(1);
 }
 
 fn on_path(program: &str) -> bool {

@@ -370,6 +370,12 @@ impl AgentProcess {
         panic!("agent not ready within 20 s; log:\n{}", self.log());
     }
 
+    /// SIGHUP: re-read sources (the agent keeps running).
+    fn hup(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+    }
+
     fn signal(&mut self, sig: libc::c_int) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
@@ -384,63 +390,120 @@ impl Drop for AgentProcess {
     }
 }
 
+/// A running-agent test bed: namespace, cgroup, pins, three TCP backends and
+/// a VIP file; the agent is started from it as a separate process.
+struct AgentRig {
+    dir: PathBuf,
+    vips: PathBuf,
+    api: SocketAddr,
+    args: Vec<String>,
+    backends: Vec<SocketAddr>,
+    // Field order is drop order: leave the namespace, then unpin, then the cgroup.
+    ns: NetNsGuard,
+    _pins: TestPins,
+    _cg: TestCgroup,
+}
+
+const RIG_VIP: &str = "11.1.2.3:80";
+
+impl AgentRig {
+    fn new(name: &str, extra: &[&str]) -> Self {
+        require_root();
+        let cg = TestCgroup::new(name).expect("cgroup");
+        let pins = TestPins::new(name).expect("pins");
+        let ns = NetNsGuard::enter_new().expect("netns");
+        let backends = tcp_backends("127.0.0.1", 3);
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vips = dir.join("vips.json");
+        let api = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut args: Vec<String> = [
+            "--api",
+            &api.to_string(),
+            "--cgroup",
+            cg.path().to_str().unwrap(),
+            "--bpffs",
+            pins.path().to_str().unwrap(),
+            "--vips",
+            vips.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let rig = AgentRig {
+            dir,
+            vips,
+            api,
+            args,
+            backends,
+            ns,
+            _pins: pins,
+            _cg: cg,
+        };
+        rig.write_vips(&rig.backends.clone());
+        rig
+    }
+
+    /// Writes the VIP file: RIG_VIP over `backends` (atomically, by rename).
+    fn write_vips(&self, backends: &[SocketAddr]) {
+        let list: Vec<String> = backends
+            .iter()
+            .map(|a| format!(r#"{{"ip":"{}","port":{}}}"#, a.ip(), a.port()))
+            .collect();
+        let text = format!(
+            r#"[{{"vip":"{RIG_VIP}","protocol":"tcp","backend":[{}]}}]"#,
+            list.join(",")
+        );
+        self.write_raw(&text);
+    }
+
+    fn write_raw(&self, text: &str) {
+        let tmp = self.dir.join("vips.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.vips).unwrap();
+    }
+
+    fn start(&self) -> AgentProcess {
+        AgentProcess::start(&self.args, self.api, self.dir.join("agent.log"))
+    }
+
+    /// Backends listed for RIG_VIP by /v1/vips.
+    fn listed_backends(&self) -> usize {
+        let (_, body) = http_get(self.api, "/v1/vips").expect("API");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        json[0]["backend"].as_array().map_or(0, Vec::len)
+    }
+}
+
+impl Drop for AgentRig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The agent is SIGKILLed while a client opens connections in a loop: no
 /// connection fails, and a restarted agent re-adopts the pinned data plane
 /// with its counters.
 pub fn agent_sigkill_and_restart_lose_no_connection() {
-    require_root();
-    let cg = TestCgroup::new("restart").expect("cgroup");
-    let pins = TestPins::new("restart").expect("pins");
-    let ns = NetNsGuard::enter_new().expect("netns");
-    let b = tcp_backends("127.0.0.1", 3);
-    let dir = std::env::temp_dir().join(unique("restart"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let vips = dir.join("vips.json");
-    let backends: Vec<String> = b
-        .iter()
-        .map(|a| format!(r#"{{"ip":"{}","port":{}}}"#, a.ip(), a.port()))
-        .collect();
-    std::fs::write(
-        &vips,
-        format!(
-            r#"[{{"vip":"11.1.2.3:80","protocol":"tcp","backend":[{}]}}]"#,
-            backends.join(",")
-        ),
-    )
-    .unwrap();
-    let api = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let args: Vec<String> = [
-        "--api",
-        &api.to_string(),
-        "--cgroup",
-        cg.path().to_str().unwrap(),
-        "--bpffs",
-        pins.path().to_str().unwrap(),
-        "--vips",
-        vips.to_str().unwrap(),
-        "--poll-ms",
-        "100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let log = dir.join("agent.log");
-    let mut agent = AgentProcess::start(&args, api, log.clone());
+    let rig = AgentRig::new("restart", &["--poll-ms", "100"]);
+    let mut agent = rig.start();
+    let vip: SocketAddr = RIG_VIP.parse().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let client = {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let netns = ns.handle().unwrap();
+        let netns = rig.ns.handle().unwrap();
         thread::spawn(move || {
             enter_netns(&netns).expect("client enters the test namespace");
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-                match ask_name("11.1.2.3:80".parse().unwrap()) {
+                match ask_name(vip) {
                     Ok(name) if name.starts_with("backend-") => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
@@ -464,7 +527,7 @@ pub fn agent_sigkill_and_restart_lose_no_connection() {
     );
     drop(agent);
 
-    let mut agent = AgentProcess::start(&args, api, log);
+    let mut agent = rig.start();
     wait_for_more(ok.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
@@ -481,19 +544,19 @@ pub fn agent_sigkill_and_restart_lose_no_connection() {
         agent.log()
     );
 
-    let (status, body) = http_get(api, "/vips").unwrap();
+    let (status, body) = http_get(rig.api, "/vips").unwrap();
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let total: u64 = json["vips"]["11.1.2.3:80"]
+    let total: u64 = json["vips"][RIG_VIP]
         .as_object()
         .expect("VIP listed")
         .values()
         .map(|b| b["total_sucesses"].as_u64().unwrap())
         .sum();
     assert_eq!(total, ok, "kernel counters span both agent lifetimes");
-    let (status, body) = http_get(api, "/vip/11.9.9.9:80").unwrap();
+    let (status, body) = http_get(rig.api, "/vip/11.9.9.9:80").unwrap();
     assert_eq!((status, body.as_str()), (404, r#"{"error":"no_backends"}"#));
-    let (status, body) = http_get(api, "/vip/not-a-vip").unwrap();
+    let (status, body) = http_get(rig.api, "/vip/not-a-vip").unwrap();
     assert_eq!((status, body.as_str()), (400, r#"{"error":"invalid_vip"}"#));
 
     agent.signal(libc::SIGTERM);
@@ -502,6 +565,48 @@ pub fn agent_sigkill_and_restart_lose_no_connection() {
         "{}",
         agent.log()
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    drop((ns, pins, cg));
+}
+
+/// The VIP file is re-read on SIGHUP (polling is off here); a malformed file
+/// is reported with its path and changes nothing that is programmed.
+pub fn agent_reloads_on_sighup_and_keeps_table_on_bad_file() {
+    let rig = AgentRig::new("reload", &["--poll-ms", "3600000"]);
+    let mut agent = rig.start();
+    let vip: SocketAddr = RIG_VIP.parse().unwrap();
+    assert_eq!(rig.listed_backends(), 3);
+
+    rig.write_vips(&rig.backends[..1]);
+    agent.hup();
+    agent.wait_until(|body| body.matches("\"ip\"").count() == 1);
+    let counts = tally(vip, 30);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["backend-1"],
+        "{counts:?}"
+    );
+
+    rig.write_raw(
+        r#"[{"vip":"11.1.2.3:80","protocol":"tcp","backend":[{"ip":"not-an-ip","port":1}]}]"#,
+    );
+    agent.hup();
+    let start = Instant::now();
+    while !agent.log().contains("VIP file rejected") && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("VIP file rejected"),
+        "bad file reported:\n{log}"
+    );
+    assert!(
+        log.contains("vips.json") && log.contains("not-an-ip"),
+        "report names file and value:\n{log}"
+    );
+    assert_eq!(rig.listed_backends(), 1, "a bad file changes nothing");
+    assert_eq!(
+        tally(vip, 10).len(),
+        1,
+        "still served by the last good table"
+    );
+    agent.signal(libc::SIGTERM);
 }

@@ -37,3 +37,8 @@ fn ipv6_tcp_and_udp_vips() {
 fn agent_sigkill_and_restart_lose_no_connection() {
     scenarios::agent_sigkill_and_restart_lose_no_connection();
 }
+
+#[test]
+fn agent_reloads_on_sighup_and_keeps_table_on_bad_file() {
+    scenarios::agent_reloads_on_sighup_and_keeps_table_on_bad_file();
+}

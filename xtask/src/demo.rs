@@ -107,6 +107,21 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
     print!("{out}");
     check_interrupted()?;
 
+    // And once with a real curl, as a user would (it must join the cgroup the
+    // agent attached to, like every task on a Garrison host is in it).
+    let join_and_curl = format!(
+        "echo $$ > {}/cgroup.procs && exec curl -sS --max-time 2 http://{VIP}/",
+        cgroup.display()
+    );
+    let out = crate::cmd::output(
+        "ip",
+        &["netns", "exec", &client, "sh", "-c", &join_and_curl],
+    )?;
+    println!(
+        "\ndemo: curl http://{VIP}/ from {client} -> {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+
     println!("\ndemo: the agent's table (curl {API}/vips in {client}):");
     print_vips(&lab.api_get("/vips")?)?;
     if args.keep {
