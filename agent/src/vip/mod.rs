@@ -4,7 +4,9 @@
 //! - [`table`]: [`VipTable`], the desired state (VIP → weighted backends).
 //! - [`file`]: the static VIP file (`--vips FILE`), in the `/v1/vips` shape.
 //! - [`slots`]: turns backend weights into uniform selection slots.
+//! - [`named`]: named VIPs: DNS labels and address allocation.
 pub mod file;
+pub mod named;
 pub mod slots;
 pub mod table;
 

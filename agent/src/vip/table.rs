@@ -125,6 +125,8 @@ fn family(addr: &SocketAddr) -> u8 {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VipTable {
     vips: BTreeMap<VipKey, Vec<Backend>>,
+    /// DNS names of named VIPs (`web.marathon.l4lb.thisdcos.directory`).
+    names: BTreeMap<VipKey, String>,
 }
 
 impl VipTable {
@@ -148,6 +150,18 @@ impl VipTable {
         }
         self.vips.insert(vip, backends);
         Ok(())
+    }
+
+    /// Gives a VIP present in the table its DNS name.
+    pub fn set_name(&mut self, vip: VipKey, name: String) {
+        if self.vips.contains_key(&vip) {
+            self.names.insert(vip, name);
+        }
+    }
+
+    /// The DNS name of a named VIP.
+    pub fn name(&self, vip: &VipKey) -> Option<&str> {
+        self.names.get(vip).map(String::as_str)
     }
 
     /// Backends of one VIP.
