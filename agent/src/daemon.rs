@@ -1,26 +1,46 @@
-//! The agent's run loop: sources → [`VipTable`] → data plane, and the API over
-//! the shared state. `run(listener, shared, config, shutdown)` takes its
-//! listener and shutdown signal from the caller (tests inject both).
+//! The agent's run loop: sources → merged [`VipTable`] → data plane, and the
+//! API over the shared state. `run(listener, shared, config, shutdown)` takes
+//! its listener and shutdown signal from the caller (tests inject both).
+//!
+//! Sources: the VIP file (polled, SIGHUP forces a re-read; a bad file is
+//! reported and the last good one kept) and Mesos state URLs (each polled by
+//! its own task; a failing one keeps its last good table for the grace period).
+//! Nothing is programmed until every source has reported once, so a restarted
+//! agent keeps the re-adopted table instead of programming a partial one.
 use std::{
+    collections::BTreeMap,
     future::Future,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
 use crate::{
     api::{self, views::Snapshot},
     dataplane::{Dataplane, EbpfError},
-    sources::file::{FilePoll, FileSource},
-    vip::VipTable,
+    metrics::AgentMetrics,
+    sources::{
+        SourceTable, fetch,
+        file::{FilePoll, FileSource, as_source_table},
+        merge::{Merger, SourceEvent, build_table},
+        mesos,
+    },
+    vip::{
+        VipTable,
+        named::{Ipv4Range, NamedVipAllocator},
+    },
 };
 
-/// State shared by the reload loop and the API.
+/// State shared by the loop and the API.
 pub struct Shared {
     table: RwLock<VipTable>,
     dataplane: Mutex<Box<dyn Dataplane + Send>>,
+    metrics: Mutex<AgentMetrics>,
 }
 
 impl Shared {
@@ -29,6 +49,7 @@ impl Shared {
         Shared {
             table: RwLock::new(table),
             dataplane: Mutex::new(dataplane),
+            metrics: Mutex::new(AgentMetrics::default()),
         }
     }
 
@@ -50,48 +71,273 @@ impl Shared {
     pub fn snapshot(&self) -> Result<Snapshot, EbpfError> {
         let dp = self.dataplane.lock().expect("dataplane lock");
         let counters = dp.counters()?;
+        let events = dp.events()?;
         Ok(Snapshot {
             table: self.table(),
             counters,
+            events,
         })
     }
+
+    /// A copy of the agent's own metrics.
+    pub fn metrics(&self) -> AgentMetrics {
+        self.metrics.lock().expect("metrics lock").clone()
+    }
+
+    fn with_metrics(&self, f: impl FnOnce(&mut AgentMetrics)) {
+        f(&mut self.metrics.lock().expect("metrics lock"));
+    }
+}
+
+/// Named VIP settings.
+#[derive(Debug, Clone)]
+pub struct NamedVips {
+    pub range: Ipv4Range,
+    /// DNS zone, `l4lb.thisdcos.directory` by default.
+    pub zone: String,
+    /// Where allocations persist (`None`: memory only).
+    pub state_file: Option<PathBuf>,
 }
 
 /// What the loop watches.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// The static VIP file, if any.
-    pub vips: Option<PathBuf>,
-    /// How often the file is checked for changes.
-    pub poll_interval: Duration,
+    pub vips_file: Option<PathBuf>,
+    pub vips_poll: Duration,
+    pub mesos_state: Vec<String>,
+    pub mesos_poll: Duration,
+    pub mesos_timeout: Duration,
+    pub grace: Duration,
+    pub named: NamedVips,
 }
 
-fn reload(shared: &Shared, source: &mut FileSource, force: bool) {
-    match source.poll(force) {
-        FilePoll::Unchanged => {}
-        FilePoll::Rejected(e) => {
-            tracing::error!(error = %e, "VIP file rejected; keeping the programmed table");
+/// One poll result from a source task.
+struct Update {
+    source: String,
+    result: Result<SourceTable, String>,
+    warnings: Vec<String>,
+    seen: Instant,
+}
+
+async fn poll_mesos(url: String, poll: Duration, timeout: Duration, tx: mpsc::Sender<Update>) {
+    let source = format!("mesos {url}");
+    loop {
+        let fetched = fetch::fetch(&url, timeout).await;
+        let seen = Instant::now();
+        let (result, warnings) = match fetched {
+            Err(e) => (Err(e.to_string()), Vec::new()),
+            Ok(text) => match mesos::parse_state(&text) {
+                Ok(parsed) => (Ok(parsed.vips), parsed.warnings),
+                Err(e) => (Err(format!("{url}: {e}")), Vec::new()),
+            },
+        };
+        let update = Update {
+            source: source.clone(),
+            result,
+            warnings,
+            seen,
+        };
+        if tx.send(update).await.is_err() {
+            return;
         }
-        FilePoll::Changed(table) => {
-            let n = table.len();
-            let started = std::time::Instant::now();
-            match shared.apply(table) {
-                Ok(()) => tracing::info!(
-                    file = %source.path().display(),
-                    vips = n,
-                    micros = started.elapsed().as_micros() as u64,
-                    "VIP table programmed"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "programming the VIP table failed; previous table kept")
+        tokio::time::sleep(poll).await;
+    }
+}
+
+fn load_allocator(named: &NamedVips) -> NamedVipAllocator {
+    let Some(path) = &named.state_file else {
+        return NamedVipAllocator::new(named.range);
+    };
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NamedVipAllocator::new(named.range),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read named VIP allocations; starting empty");
+            NamedVipAllocator::new(named.range)
+        }
+        Ok(text) => match NamedVipAllocator::from_json(named.range, &text) {
+            Ok((alloc, dropped)) => {
+                for d in dropped {
+                    tracing::warn!(allocation = %d, range = %named.range, "named VIP allocation outside the range dropped");
                 }
+                alloc
+            }
+            Err(e) => {
+                let aside = path.with_extension("corrupt");
+                let _ = std::fs::rename(path, &aside);
+                tracing::error!(file = %path.display(), moved_to = %aside.display(), error = %e, "named VIP allocations unreadable; kept aside, starting empty");
+                NamedVipAllocator::new(named.range)
+            }
+        },
+    }
+}
+
+fn save_allocator(path: &PathBuf, alloc: &NamedVipAllocator) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, alloc.to_json())?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::error!(file = %path.display(), error = %e, "cannot persist named VIP allocations");
+    }
+}
+
+/// The loop's own state.
+struct Reconciler {
+    shared: Arc<Shared>,
+    merger: Merger,
+    allocator: NamedVipAllocator,
+    named: NamedVips,
+    last_warnings: BTreeMap<String, Vec<String>>,
+    last_vip_errors: Vec<String>,
+}
+
+impl Reconciler {
+    fn log_events(&self, events: Vec<SourceEvent>) {
+        for e in events {
+            match e {
+                SourceEvent::Failing {
+                    source,
+                    error,
+                    kept_vips,
+                    grace,
+                } => tracing::warn!(
+                    %source, %error, kept_vips, grace_secs = grace.as_secs(),
+                    "source failing; keeping its last good table for the grace period"
+                ),
+                SourceEvent::StillFailing { source, error } => {
+                    tracing::warn!(%source, %error, "source still failing")
+                }
+                SourceEvent::Recovered { source } => tracing::info!(%source, "source recovered"),
+                SourceEvent::Withdrawn {
+                    source,
+                    error,
+                    after,
+                } => tracing::error!(
+                    %source, %error, after_secs = after.as_secs(),
+                    "source failed for the whole grace period; its VIPs are withdrawn"
+                ),
+            }
+        }
+    }
+
+    fn record_source(&self, source: &str, result: &Result<SourceTable, String>) {
+        self.shared.with_metrics(|m| {
+            let h = m.sources.entry(source.to_string()).or_default();
+            match result {
+                Ok(t) => {
+                    h.up = true;
+                    h.vips = t.len();
+                    h.last_error = None;
+                }
+                Err(e) => {
+                    h.up = false;
+                    h.errors_total += 1;
+                    h.last_error = Some(e.clone());
+                }
+            }
+        });
+    }
+
+    fn on_update(&mut self, u: Update) {
+        if self.last_warnings.get(&u.source) != Some(&u.warnings) {
+            for w in &u.warnings {
+                tracing::warn!(source = %u.source, "skipped: {w}");
+            }
+            self.last_warnings.insert(u.source.clone(), u.warnings);
+        }
+        self.record_source(&u.source, &u.result);
+        let (events, changed) = self.merger.update(&u.source, u.result, u.seen);
+        self.log_events(events);
+        if changed {
+            self.rebuild(u.seen);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let (events, changed) = self.merger.expire(Instant::now());
+        self.log_events(events);
+        if changed {
+            self.rebuild(Instant::now());
+        }
+    }
+
+    fn on_file(&mut self, source: &mut FileSource, force: bool) {
+        let seen = Instant::now();
+        match source.poll(force) {
+            FilePoll::Unchanged => {}
+            FilePoll::Rejected(e) => {
+                // A bad file is an operator mistake, not an outage: keep the
+                // last good file table however long it takes to fix.
+                tracing::error!(error = %e, "VIP file rejected; keeping the programmed table");
+                self.shared.with_metrics(|m| {
+                    let h = m.sources.entry("file".into()).or_default();
+                    h.up = false;
+                    h.errors_total += 1;
+                    h.last_error = Some(e.to_string());
+                });
+            }
+            FilePoll::Changed(table) => {
+                self.on_update(Update {
+                    source: "file".into(),
+                    result: Ok(as_source_table(&table)),
+                    warnings: Vec::new(),
+                    seen,
+                });
+            }
+        }
+    }
+
+    fn rebuild(&mut self, seen: Instant) {
+        if !self.merger.all_reported() {
+            return;
+        }
+        let before = self.allocator.allocations().len();
+        let (table, errors) =
+            build_table(self.merger.tables(), &mut self.allocator, &self.named.zone);
+        if self.allocator.allocations().len() != before
+            && let Some(path) = &self.named.state_file
+        {
+            save_allocator(path, &self.allocator);
+        }
+        if errors != self.last_vip_errors {
+            for e in &errors {
+                tracing::error!("VIP left out: {e}");
+            }
+            self.last_vip_errors = errors.clone();
+        }
+        self.shared
+            .with_metrics(|m| m.vip_errors = errors.len() as u64);
+        if table == self.shared.table() {
+            return;
+        }
+        let n = table.len();
+        match self.shared.apply(table) {
+            Ok(()) => {
+                let latency = seen.elapsed();
+                self.shared.with_metrics(|m| {
+                    m.updates_applied += 1;
+                    m.update_latency.observe(latency);
+                });
+                tracing::info!(
+                    vips = n,
+                    micros = latency.as_micros() as u64,
+                    "VIP table programmed"
+                );
+            }
+            Err(e) => {
+                self.shared.with_metrics(|m| m.apply_errors += 1);
+                tracing::error!(error = %e, "programming the VIP table failed; previous table kept");
             }
         }
     }
 }
 
 /// Serves the API on `listener` and keeps the data plane in step with the
-/// sources until `shutdown` completes. SIGHUP forces a re-read of the file.
+/// sources until `shutdown` completes.
 pub async fn run(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
@@ -106,25 +352,55 @@ pub async fn run(
         });
     let server = tokio::spawn(async move { server.await });
 
-    let mut source = config.vips.map(FileSource::new);
-    if let Some(src) = source.as_mut() {
-        reload(&shared, src, true);
+    let mut merger = Merger::new(config.grace);
+    let (tx, mut rx) = mpsc::channel::<Update>(64);
+    let mut pollers = Vec::new();
+    for url in &config.mesos_state {
+        merger.register(&format!("mesos {url}"));
+        pollers.push(tokio::spawn(poll_mesos(
+            url.clone(),
+            config.mesos_poll,
+            config.mesos_timeout,
+            tx.clone(),
+        )));
+    }
+    drop(tx);
+    let mut file = config.vips_file.clone().map(FileSource::new);
+    if file.is_some() {
+        merger.register("file");
+    }
+    let mut rec = Reconciler {
+        allocator: load_allocator(&config.named),
+        shared: shared.clone(),
+        merger,
+        named: config.named.clone(),
+        last_warnings: BTreeMap::new(),
+        last_vip_errors: Vec::new(),
+    };
+    if let Some(src) = file.as_mut() {
+        rec.on_file(src, true);
     }
     let mut hup = signal(SignalKind::hangup())?;
-    let mut tick = tokio::time::interval(config.poll_interval);
+    let mut file_tick = tokio::time::interval(config.vips_poll);
+    let mut grace_tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = stop_rx.changed() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: re-reading sources");
-                if let Some(src) = source.as_mut() { reload(&shared, src, true); }
+                if let Some(src) = file.as_mut() { rec.on_file(src, true); }
             }
-            _ = tick.tick() => {
-                if let Some(src) = source.as_mut() { reload(&shared, src, false); }
+            _ = file_tick.tick() => {
+                if let Some(src) = file.as_mut() { rec.on_file(src, false); }
             }
-            _ = stop_rx.changed() => break,
+            Some(update) = rx.recv() => rec.on_update(update),
+            _ = grace_tick.tick() => rec.on_tick(),
         }
+    }
+    for p in pollers {
+        p.abort();
     }
     let _ = stop_tx.send(true);
     match server.await {

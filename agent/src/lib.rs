@@ -13,8 +13,10 @@
 //! (syscalls, maps, sockets, files) live in `dataplane::ebpf`, `sources`,
 //! `daemon` and `api`'s handlers.
 pub mod api;
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod metrics;
 pub mod sources;
 pub mod sys;
 pub mod vip;

@@ -1,13 +1,15 @@
 //! `garrison-agent`: the per-host daemon.
 //!
-//! `garrison-agent run [--api ADDR] [--cgroup DIR] [--bpffs DIR] [--vips FILE] [--cleanup]`
+//! `garrison-agent run [--config FILE] [flags]` — every config key is also a
+//! flag, and flags win (see `garrison_agent::config`).
 //! `garrison-agent cleanup [--bpffs DIR]` removes the pinned data plane.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
-    daemon::{RunConfig, Shared, run},
+    config::{self, Config, RawConfig, RawSources},
+    daemon::{NamedVips, RunConfig, Shared, run},
     dataplane::{EbpfConfig, EbpfDataplane, ebpf::remove_pins},
     sys,
 };
@@ -27,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Detach the programs and remove the pinned maps and links.
     Cleanup {
         #[arg(long, default_value = "/sys/fs/bpf/garrison")]
@@ -37,24 +39,74 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:61421")]
-    api: SocketAddr,
-    /// cgroup v2 directory to attach to (default: the cgroup2 mount root).
+    /// TOML configuration file; flags override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP API address [default: 127.0.0.1:61421].
+    #[arg(long)]
+    api: Option<String>,
+    /// Data path: auto, ebpf or nfqueue [default: auto].
+    #[arg(long)]
+    dataplane: Option<String>,
+    /// cgroup v2 directory to attach to [default: the cgroup2 mount root].
     #[arg(long)]
     cgroup: Option<PathBuf>,
-    /// Pin directory on a bpffs.
-    #[arg(long, default_value = "/sys/fs/bpf/garrison")]
-    bpffs: PathBuf,
+    /// Pin directory on a bpffs [default: /sys/fs/bpf/garrison].
+    #[arg(long)]
+    bpffs: Option<PathBuf>,
+    /// Range for named VIP addresses [default: 11.0.0.0/8].
+    #[arg(long)]
+    named_vip_range: Option<String>,
+    /// DNS zone of named VIPs [default: l4lb.thisdcos.directory].
+    #[arg(long)]
+    dns_domain: Option<String>,
+    /// Directory for persistent state (named VIP allocations) [default: /var/lib/garrison].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Static VIP file (JSON, the /v1/vips shape); re-read on change and SIGHUP.
     #[arg(long)]
     vips: Option<PathBuf>,
-    /// How often to check the VIP file, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    poll_ms: u64,
+    /// How often to check the VIP file, ms [default: 500].
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// Mesos agent or master state URL (http:// or file://); repeatable.
+    #[arg(long)]
+    mesos_state: Vec<String>,
+    /// Mesos state poll interval, ms [default: 2000].
+    #[arg(long)]
+    mesos_poll_ms: Option<u64>,
+    /// Mesos state request timeout, ms [default: 5000].
+    #[arg(long)]
+    mesos_timeout_ms: Option<u64>,
+    /// Seconds a failing source keeps its last good table [default: 60].
+    #[arg(long)]
+    source_grace_secs: Option<u64>,
     /// Remove the pinned data plane on exit (default: leave it serving).
     #[arg(long)]
     cleanup: bool,
+}
+
+impl RunArgs {
+    fn as_raw(&self) -> RawConfig {
+        RawConfig {
+            api: self.api.clone(),
+            dataplane: self.dataplane.clone(),
+            cgroup: self.cgroup.clone(),
+            bpffs: self.bpffs.clone(),
+            named_vip_range: self.named_vip_range.clone(),
+            dns_domain: self.dns_domain.clone(),
+            state_dir: self.state_dir.clone(),
+            cleanup_on_exit: self.cleanup.then_some(true),
+            sources: RawSources {
+                vips_file: self.vips.clone(),
+                vips_poll_ms: self.poll_ms,
+                mesos_state: (!self.mesos_state.is_empty()).then(|| self.mesos_state.clone()),
+                mesos_poll_ms: self.mesos_poll_ms,
+                mesos_timeout_ms: self.mesos_timeout_ms,
+                grace_secs: self.source_grace_secs,
+            },
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -67,7 +119,14 @@ fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Run(args) => run_agent(args),
+        Command::Run(args) => {
+            let file = match &args.config {
+                Some(path) => config::load(path)?,
+                None => RawConfig::default(),
+            };
+            let config = file.overlay(args.as_raw()).validate()?;
+            run_agent(config)
+        }
         Command::Cleanup { bpffs } => {
             remove_pins(&bpffs)
                 .with_context(|| format!("removing pins under {}", bpffs.display()))?;
@@ -77,48 +136,55 @@ fn main() -> Result<()> {
     }
 }
 
-fn run_agent(args: RunArgs) -> Result<()> {
-    let cgroup = match args.cgroup {
-        Some(c) => c,
-        None => sys::find_mount("cgroup2").context("no cgroup2 mount found; pass --cgroup DIR")?,
+fn run_agent(config: Config) -> Result<()> {
+    let cgroup = match &config.cgroup {
+        Some(c) => c.clone(),
+        None => sys::find_mount("cgroup2")
+            .context("no cgroup2 mount found; set `cgroup` (--cgroup DIR)")?,
     };
-    if let Some(parent) = args.bpffs.parent()
-        && sys::find_mount("bpf").is_none()
-    {
-        anyhow::bail!(
-            "no bpf filesystem is mounted (expected one at {}): mount -t bpf bpf {}",
-            parent.display(),
-            parent.display()
-        );
+    if sys::find_mount("bpf").is_none() {
+        anyhow::bail!("no bpf filesystem is mounted: mount -t bpf bpf /sys/fs/bpf");
     }
     let dp = EbpfDataplane::open(EbpfConfig {
         cgroup: cgroup.clone(),
-        pin_dir: args.bpffs.clone(),
+        pin_dir: config.bpffs.clone(),
     })
-    .context("starting the eBPF data plane")?;
-    tracing::info!(cgroup = %cgroup.display(), pins = %args.bpffs.display(), readopted = dp.readopted(), "data plane ready");
+    .context(
+        "starting the eBPF data plane (dataplane = auto/ebpf; the NFQUEUE path is not built yet)",
+    )?;
+    tracing::info!(cgroup = %cgroup.display(), pins = %config.bpffs.display(), readopted = dp.readopted(), "data plane ready");
     let initial = dp.programmed_table();
     let shared = Arc::new(Shared::new(Box::new(dp), initial));
-    let config = RunConfig {
-        vips: args.vips,
-        poll_interval: Duration::from_millis(args.poll_ms.max(10)),
+    let api: SocketAddr = config.api;
+    let run_config = RunConfig {
+        vips_file: config.vips_file.clone(),
+        vips_poll: config.vips_poll,
+        mesos_state: config.mesos_state.clone(),
+        mesos_poll: config.mesos_poll,
+        mesos_timeout: config.mesos_timeout,
+        grace: config.grace,
+        named: NamedVips {
+            range: config.named_vip_range,
+            zone: config.dns_domain.clone(),
+            state_file: Some(config.state_dir.join("named-vips.json")),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.api)
+        let listener = tokio::net::TcpListener::bind(api)
             .await
-            .with_context(|| format!("binding the API to {}", args.api))?;
-        tracing::info!(api = %args.api, "API listening");
-        run(listener, shared.clone(), config, shutdown_signal()).await?;
+            .with_context(|| format!("binding the API to {api}"))?;
+        tracing::info!(%api, "API listening");
+        run(listener, shared.clone(), run_config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     drop(shared);
-    if args.cleanup {
-        remove_pins(&args.bpffs)?;
-        tracing::info!("data plane removed (--cleanup)");
+    if config.cleanup_on_exit {
+        remove_pins(&config.bpffs)?;
+        tracing::info!("data plane removed (cleanup_on_exit)");
     } else {
         tracing::info!("stopped; the pinned data plane keeps serving");
     }

@@ -358,3 +358,66 @@ impl LbFixture {
         LbFixture { dp, ns, pins, cg }
     }
 }
+
+/// A Mesos agent `/state` document (the shape `garrison-agent` polls): the
+/// agent at `agent_ip`, framework `marathon`, one task per entry
+/// `(task id, state, discovery port number, VIP label value)`.
+pub fn mesos_agent_state(agent_ip: &str, tasks: &[(&str, &str, u16, &str)]) -> String {
+    let tasks: Vec<String> = tasks
+        .iter()
+        .map(|(id, state, port, vip)| {
+            format!(
+                r#"{{"id":"{id}","name":"{id}","framework_id":"fw-1","slave_id":"agent-1","state":"{state}",
+"resources":{{"ports":"[{port}-{port}]"}},
+"statuses":[{{"state":"{state}","timestamp":1700000000.0}}],
+"discovery":{{"name":"{id}","visibility":"FRAMEWORK","ports":{{"ports":[{{"number":{port},"name":"http","protocol":"tcp",
+"labels":{{"labels":[{{"key":"VIP_0","value":"{vip}"}}]}}}}]}}}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"id":"agent-1","pid":"slave(1)@{agent_ip}:5051","hostname":"{agent_ip}",
+"frameworks":[{{"id":"fw-1","name":"marathon","executors":[{{"id":"ex-1","tasks":[{}]}}]}}]}}"#,
+        tasks.join(",")
+    )
+}
+
+/// A tiny HTTP server answering every request with the current `(status, body)`.
+pub struct StubHttp {
+    pub addr: SocketAddr,
+    content: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+}
+
+impl StubHttp {
+    /// Serves on `listener` (bound in the namespace wanted).
+    pub fn serve(listener: TcpListener, status: u16, body: String) -> Self {
+        let addr = listener.local_addr().expect("bound");
+        let content = std::sync::Arc::new(std::sync::Mutex::new((status, body)));
+        let shared = content.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 2048];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = shared.lock().expect("stub lock").clone();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        StubHttp { addr, content }
+    }
+
+    pub fn set(&self, status: u16, body: String) {
+        *self.content.lock().expect("stub lock") = (status, body);
+    }
+}

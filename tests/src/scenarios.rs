@@ -21,8 +21,8 @@ use garrison_agent::{
 };
 
 use crate::{
-    LbFixture, NetNsGuard, TestCgroup, TestPins, ask_name, enter_netns, http_get, require_root,
-    serve_tcp_name, serve_udp_name, tally, unique,
+    LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins, ask_name, enter_netns, http_get,
+    mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
 };
 
 /// Every scenario by name, for the guest runner.
@@ -329,7 +329,7 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
-    fn start(args: &[String], api: SocketAddr, log: PathBuf) -> Self {
+    fn start(args: &[String], api: SocketAddr, log: PathBuf, ready_when: &str) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -345,7 +345,7 @@ impl AgentProcess {
             .spawn()
             .expect("start garrison-agent");
         let mut agent = AgentProcess { child, api, log };
-        agent.wait_until(|body| body.contains("11.1.2.3:80"));
+        agent.wait_until(|body| body.contains(ready_when));
         agent
     }
 
@@ -421,19 +421,27 @@ impl AgentRig {
             .local_addr()
             .unwrap();
         let mut args: Vec<String> = [
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
             "--api",
             &api.to_string(),
             "--cgroup",
             cg.path().to_str().unwrap(),
             "--bpffs",
             pins.path().to_str().unwrap(),
-            "--vips",
-            vips.to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--no-vips-file") {
+            args.extend(["--vips".to_string(), vips.to_str().unwrap().to_string()]);
+        }
+        args.extend(
+            extra
+                .iter()
+                .filter(|a| **a != "--no-vips-file")
+                .map(|s| s.to_string()),
+        );
         let rig = AgentRig {
             dir,
             vips,
@@ -468,7 +476,12 @@ impl AgentRig {
     }
 
     fn start(&self) -> AgentProcess {
-        AgentProcess::start(&self.args, self.api, self.dir.join("agent.log"))
+        self.start_waiting_for(RIG_VIP)
+    }
+
+    /// Starts the agent and waits until /v1/vips mentions `needle`.
+    fn start_waiting_for(&self, needle: &str) -> AgentProcess {
+        AgentProcess::start(&self.args, self.api, self.dir.join("agent.log"), needle)
     }
 
     /// Backends listed for RIG_VIP by /v1/vips.
@@ -608,5 +621,112 @@ pub fn agent_reloads_on_sighup_and_keeps_table_on_bad_file() {
         1,
         "still served by the last good table"
     );
+    agent.signal(libc::SIGTERM);
+}
+
+fn named_vip_address(api: SocketAddr, name: &str) -> Option<SocketAddr> {
+    let (_, body) = http_get(api, "/v1/vips").ok()?;
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    json.as_array()?
+        .iter()
+        .find(|e| e["vip"] == name)
+        .and_then(|e| e["address"].as_str()?.parse().ok())
+}
+
+/// Backends come from a Mesos agent's /state: a named VIP gets a stable address
+/// in 11.0.0.0/8 and its DNS name; a TASK_KILLING task is drained at once; bad
+/// state JSON changes nothing; a source failing past its grace period is
+/// withdrawn; the address survives an agent restart (state file).
+pub fn agent_serves_named_vip_from_mesos_state() {
+    // The rig enters its namespace first; backends and the state stub bind in it.
+    let rig = AgentRig::new(
+        "mesos",
+        &[
+            "--no-vips-file",
+            "--mesos-poll-ms",
+            "100",
+            "--source-grace-secs",
+            "2",
+        ],
+    );
+    let b = &rig.backends;
+    let name = "web.marathon.l4lb.thisdcos.directory:80";
+    let running = |state2: &str| {
+        mesos_agent_state(
+            "127.0.0.1",
+            &[
+                ("web.1", "TASK_RUNNING", b[0].port(), "/web:80"),
+                ("web.2", state2, b[1].port(), "/web:80"),
+            ],
+        )
+    };
+    let stub = StubHttp::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        200,
+        running("TASK_RUNNING"),
+    );
+    let mut rig_args = rig.args.clone();
+    rig_args.extend([
+        "--mesos-state".to_string(),
+        format!("http://{}/state", stub.addr),
+    ]);
+    let start =
+        |args: &[String]| AgentProcess::start(args, rig.api, rig.dir.join("agent.log"), name);
+    let mut agent = start(&rig_args);
+
+    let vip = named_vip_address(rig.api, name).expect("named VIP listed with its address");
+    assert!(vip.ip().to_string().starts_with("11."), "{vip}");
+    assert_eq!(vip.port(), 80);
+    let counts = tally(vip, 60);
+    assert_eq!(counts.len(), 2, "both tasks serve: {counts:?}");
+    let (_, vips) = http_get(rig.api, "/vips").unwrap();
+    assert!(vips.contains(name), "/vips names the VIP: {vips}");
+
+    // Task 2 is being killed: drained at once.
+    stub.set(200, running("TASK_KILLING"));
+    agent.wait_until(|body| body.contains(r#""weight":0"#));
+    let counts = tally(vip, 40);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["backend-1"],
+        "{counts:?}"
+    );
+
+    // Garbage from the source: reported, table kept while within grace.
+    stub.set(200, "{not json".into());
+    let t = Instant::now();
+    while !agent.log().contains("source failing") && t.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.log().contains("not JSON"), "{}", agent.log());
+    assert_eq!(
+        tally(vip, 5).len(),
+        1,
+        "still served within the grace period"
+    );
+
+    // Back to good, then restart: same address from the state file.
+    stub.set(200, running("TASK_RUNNING"));
+    agent.wait_until(|body| !body.contains(r#""weight":0"#));
+    agent.signal(libc::SIGTERM);
+    drop(agent);
+    let mut agent = start(&rig_args);
+    assert_eq!(
+        named_vip_address(rig.api, name),
+        Some(vip),
+        "address stable across restarts"
+    );
+
+    // The source fails for longer than the grace period: withdrawn.
+    stub.set(503, "busy".into());
+    agent.wait_until(|body| body.trim() == "[]");
+    assert!(
+        agent.log().contains("VIPs are withdrawn"),
+        "{}",
+        agent.log()
+    );
+    let err = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
+        .expect_err("withdrawn VIP is not ours");
+    assert_ne!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     agent.signal(libc::SIGTERM);
 }

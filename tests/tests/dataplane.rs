@@ -42,3 +42,8 @@ fn agent_sigkill_and_restart_lose_no_connection() {
 fn agent_reloads_on_sighup_and_keeps_table_on_bad_file() {
     scenarios::agent_reloads_on_sighup_and_keeps_table_on_bad_file();
 }
+
+#[test]
+fn agent_serves_named_vip_from_mesos_state() {
+    scenarios::agent_serves_named_vip_from_mesos_state();
+}

@@ -1,12 +1,16 @@
 //! The agent's HTTP API (Minuteman-compatible), served on 127.0.0.1:61421 by
-//! default. GET only.
+//! default. GET only; every error is JSON.
 //!
 //! - `GET /vips` — every VIP with its backends and counters (Minuteman shape)
 //! - `GET /vip/{ip:port}` — one VIP's backends; 404 `no_backends`, 400 `invalid_vip`
-//! - `GET /v1/vips` — the programmed table in the dcos-net / VIP file shape
+//! - `GET /backend/{ip:port}` — one backend in every VIP; 404 `no_backends`, 400 `invalid_backend`
+//! - `GET /v1/vips` — the programmed table (dcos-net shape), with `ETag` / `If-None-Match`
+//! - `GET /metrics` — Prometheus text
+//! - `GET /healthz` — 200 when the data plane answers, 503 otherwise
 //!
-//! [`views`] builds the JSON from the table and counters (pure); this module
-//! only routes and reads state.
+//! [`views`] and [`metrics`] build the bodies (pure); this module routes and
+//! reads state.
+pub mod metrics;
 pub mod views;
 
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -26,7 +30,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/vips", get(all_vips))
         .route("/vip/{vip}", get(one_vip))
+        .route("/backend/{backend}", get(one_backend))
         .route("/v1/vips", get(v1_vips))
+        .route("/metrics", get(prometheus))
+        .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -60,9 +67,90 @@ async fn one_vip(State(shared): State<Arc<Shared>>, Path(vip): Path<String>) -> 
     }
 }
 
-async fn v1_vips(State(shared): State<Arc<Shared>>) -> Response {
+async fn one_backend(State(shared): State<Arc<Shared>>, Path(backend): Path<String>) -> Response {
+    let Ok(addr) = backend.parse() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_backend");
+    };
+    match shared.snapshot() {
+        Ok(s) => match views::backend(&s, addr) {
+            Some(v) => Json(v).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no_backends"),
+        },
+        Err(e) => internal(e),
+    }
+}
+
+/// FNV-1a of the body: a strong validator for this representation.
+fn etag(body: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("\"{h:016x}\"")
+}
+
+async fn v1_vips(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let table = shared.table();
-    Json(crate::vip::file::to_entries(&table)).into_response()
+    let body = serde_json::to_vec(&crate::vip::file::to_entries(&table)).expect("serialisable");
+    let tag = etag(&body);
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let tag_value = HeaderValue::from_str(&tag).expect("ASCII");
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag_value)]).into_response();
+    }
+    (
+        [
+            (header::ETAG, tag_value),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.snapshot() {
+        Ok(s) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            metrics::render(&s, &shared.metrics()),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.snapshot() {
+        Ok(s) => {
+            let m = shared.metrics();
+            let sources: serde_json::Map<String, serde_json::Value> = m
+                .sources
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::json!({ "up": v.up, "error": v.last_error }),
+                    )
+                })
+                .collect();
+            Json(serde_json::json!({ "status": "ok", "vips": s.table.len(), "sources": sources }))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health check: data plane unreadable");
+            error(StatusCode::SERVICE_UNAVAILABLE, "dataplane_unavailable")
+        }
+    }
 }
 
 async fn not_found() -> Response {

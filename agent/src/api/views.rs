@@ -18,6 +18,8 @@ use crate::{
 pub struct Snapshot {
     pub table: VipTable,
     pub counters: BTreeMap<(VipKey, SocketAddr), BackendCounters>,
+    /// Data-path-wide event counters (`no_backend`, …).
+    pub events: BTreeMap<&'static str, u64>,
 }
 
 /// One backend in `/vips`.
@@ -32,10 +34,20 @@ pub struct BackendView {
     pub weight: u32,
 }
 
-/// `/vips` body.
+/// `/vips` body. `names` (a Garrison extension) maps the key of each named
+/// VIP to its DNS name and port.
 #[derive(Debug, Serialize)]
 pub struct VipsView {
     pub vips: BTreeMap<String, BTreeMap<String, BackendView>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
+}
+
+/// `/backend/{ip:port}` body: the backend's stats in every VIP that has it.
+#[derive(Debug, Serialize)]
+pub struct BackendVipsView {
+    pub backend: String,
+    pub vips: BTreeMap<String, BackendView>,
 }
 
 /// The `/vips` key of a VIP.
@@ -58,28 +70,43 @@ pub fn parse_vip_key(s: &str) -> Option<VipKey> {
     })
 }
 
+fn backend_view(s: &Snapshot, key: &VipKey, b: &crate::vip::Backend) -> BackendView {
+    let c = s.counters.get(&(*key, b.addr)).copied().unwrap_or_default();
+    BackendView {
+        pending_connections: 0,
+        total_failures: 0,
+        total_sucesses: c.selected,
+        is_healthy: b.healthy,
+        latency_last_60s: 0,
+        weight: b.effective_weight(),
+    }
+}
+
 /// Backends of one VIP, or `None` when the VIP is unknown.
 pub fn vip(s: &Snapshot, key: &VipKey) -> Option<BTreeMap<String, BackendView>> {
     let backends = s.table.get(key)?;
     Some(
         backends
             .iter()
-            .map(|b| {
-                let c = s.counters.get(&(*key, b.addr)).copied().unwrap_or_default();
-                (
-                    b.addr.to_string(),
-                    BackendView {
-                        pending_connections: 0,
-                        total_failures: 0,
-                        total_sucesses: c.selected,
-                        is_healthy: b.healthy,
-                        latency_last_60s: 0,
-                        weight: b.effective_weight(),
-                    },
-                )
-            })
+            .map(|b| (b.addr.to_string(), backend_view(s, key, b)))
             .collect(),
     )
+}
+
+/// Every VIP a backend serves, or `None` when no VIP has it.
+pub fn backend(s: &Snapshot, addr: SocketAddr) -> Option<BackendVipsView> {
+    let vips: BTreeMap<String, BackendView> = s
+        .table
+        .iter()
+        .filter_map(|(k, backends)| {
+            let b = backends.iter().find(|b| b.addr == addr)?;
+            Some((vip_label(k), backend_view(s, k, b)))
+        })
+        .collect();
+    (!vips.is_empty()).then(|| BackendVipsView {
+        backend: addr.to_string(),
+        vips,
+    })
 }
 
 /// The whole `/vips` body.
@@ -89,6 +116,16 @@ pub fn vips(s: &Snapshot) -> VipsView {
             .table
             .iter()
             .filter_map(|(k, _)| Some((vip_label(k), vip(s, k)?)))
+            .collect(),
+        names: s
+            .table
+            .iter()
+            .filter_map(|(k, _)| {
+                Some((
+                    vip_label(k),
+                    format!("{}:{}", s.table.name(k)?, k.addr.port()),
+                ))
+            })
             .collect(),
     }
 }
@@ -106,7 +143,16 @@ mod tests {
         table.insert(key, vec![Backend::new(backend)]).unwrap();
         let mut counters = BTreeMap::new();
         counters.insert((key, backend), BackendCounters { selected: 7 });
-        let json = serde_json::to_value(vips(&Snapshot { table, counters })).unwrap();
+        let snap = Snapshot {
+            table,
+            counters,
+            events: BTreeMap::new(),
+        };
+        let json = serde_json::to_value(vips(&snap)).unwrap();
+        assert!(json.get("names").is_none(), "no names without named VIPs");
+        let by_backend = serde_json::to_value(super::backend(&snap, backend).unwrap()).unwrap();
+        assert_eq!(by_backend["vips"]["11.1.2.3:80"]["total_sucesses"], 7);
+        assert!(super::backend(&snap, "10.9.9.9:1".parse().unwrap()).is_none());
         let b = &json["vips"]["11.1.2.3:80"]["10.0.0.2:8080"];
         assert_eq!(b["total_sucesses"], 7);
         assert_eq!(b["is_healthy"], true);

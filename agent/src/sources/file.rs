@@ -57,6 +57,21 @@ impl FileSource {
     }
 }
 
+/// The file's table as a source table (named entries keep their address).
+pub fn as_source_table(table: &VipTable) -> super::SourceTable {
+    table
+        .iter()
+        .map(|(key, backends)| super::SourceVip {
+            vip: super::VipRef::Ip {
+                addr: key.addr,
+                name: table.name(key).map(str::to_string),
+            },
+            protocol: key.protocol,
+            backends: backends.to_vec(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,7 @@ pub struct Merger {
     grace: Duration,
     sources: BTreeMap<String, SourceState>,
     last_errors: BTreeMap<String, String>,
+    pending: std::collections::BTreeSet<String>,
 }
 
 impl Merger {
@@ -63,7 +64,21 @@ impl Merger {
             grace,
             sources: BTreeMap::new(),
             last_errors: BTreeMap::new(),
+            pending: Default::default(),
         }
+    }
+
+    /// Declares a source before its first report (see [`Merger::all_reported`]).
+    pub fn register(&mut self, source: &str) {
+        self.sources.entry(source.to_string()).or_default();
+        self.pending.insert(source.to_string());
+    }
+
+    /// True once every registered source has reported at least once: until
+    /// then the agent keeps what is programmed (e.g. re-adopted after a
+    /// restart) instead of programming a partial table.
+    pub fn all_reported(&self) -> bool {
+        self.pending.is_empty()
     }
 
     /// Records a poll result; returns events worth logging and whether the
@@ -74,6 +89,7 @@ impl Merger {
         result: Result<SourceTable, String>,
         now: Instant,
     ) -> (Vec<SourceEvent>, bool) {
+        self.pending.remove(source);
         let state = self.sources.entry(source.to_string()).or_default();
         let mut events = Vec::new();
         match result {
@@ -296,6 +312,8 @@ mod tests {
     #[test]
     fn failing_source_keeps_table_for_grace_then_withdraws() {
         let mut m = Merger::new(Duration::from_secs(60));
+        m.register("mesos");
+        assert!(!m.all_reported());
         let t0 = Instant::now();
         let (_, changed) = m.update(
             "mesos",

@@ -6,8 +6,10 @@
 //! ```
 //!
 //! `weight` is optional (default 1); IPv6 is written `"[fd00::1]:80"` and
-//! `"ip":"fd00::2"`. Parsing is all-or-nothing: one bad entry rejects the file,
-//! so a half-valid file never replaces what is programmed.
+//! `"ip":"fd00::2"`. A named VIP is written with its DNS name and its address:
+//! `{"vip":"web.marathon.l4lb.thisdcos.directory:80","address":"11.4.5.6:80",…}`
+//! (the `/v1/vips` shape). Parsing is all-or-nothing: one bad entry rejects the
+//! file, so a half-valid file never replaces what is programmed.
 use std::{net::SocketAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,9 @@ use super::table::{Backend, Protocol, VipKey, VipTable, VipTableError};
 #[serde(deny_unknown_fields)]
 pub struct VipEntry {
     pub vip: String,
+    /// The address of a named VIP (`vip` is then `NAME:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     #[serde(default = "default_protocol")]
     pub protocol: String,
     pub backend: Vec<BackendEntry>,
@@ -69,8 +74,12 @@ pub enum VipFileError {
 /// What is wrong with one entry.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
-    #[error("\"vip\" is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)")]
+    #[error(
+        "\"vip\" is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT), nor NAME:PORT with an \"address\""
+    )]
     BadVip,
+    #[error("\"address\" {0:?} is not ADDRESS:PORT with the port of \"vip\"")]
+    BadAddress(String),
     #[error("backend {0}: \"ip\" {1:?} is not an IP address")]
     BadBackendIp(usize, String),
     #[error(transparent)]
@@ -105,8 +114,25 @@ pub fn parse(origin: &str, text: &str) -> Result<VipTable, VipFileError> {
     Ok(table)
 }
 
+/// `vip` (+ `address`) → the VIP's address and, for a named VIP, its name.
+fn vip_address(entry: &VipEntry) -> Result<(SocketAddr, Option<String>), EntryError> {
+    if let Ok(addr) = entry.vip.parse::<SocketAddr>() {
+        return Ok((addr, None));
+    }
+    let (name, port) = entry.vip.rsplit_once(':').ok_or(EntryError::BadVip)?;
+    let port: u16 = port.parse().map_err(|_| EntryError::BadVip)?;
+    let address = entry.address.as_ref().ok_or(EntryError::BadVip)?;
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|_| EntryError::BadAddress(address.clone()))?;
+    if name.is_empty() || addr.port() != port {
+        return Err(EntryError::BadAddress(address.clone()));
+    }
+    Ok((addr, Some(name.to_string())))
+}
+
 fn add_entry(table: &mut VipTable, entry: &VipEntry) -> Result<(), EntryError> {
-    let addr: SocketAddr = entry.vip.parse().map_err(|_| EntryError::BadVip)?;
+    let (addr, name) = vip_address(entry)?;
     let protocol: Protocol = entry.protocol.parse()?;
     let backends = entry
         .backend
@@ -123,7 +149,11 @@ fn add_entry(table: &mut VipTable, entry: &VipEntry) -> Result<(), EntryError> {
             })
         })
         .collect::<Result<Vec<_>, EntryError>>()?;
-    table.insert(VipKey { addr, protocol }, backends)?;
+    let key = VipKey { addr, protocol };
+    table.insert(key, backends)?;
+    if let Some(name) = name {
+        table.set_name(key, name);
+    }
     Ok(())
 }
 
@@ -132,7 +162,11 @@ pub fn to_entries(table: &VipTable) -> Vec<VipEntry> {
     table
         .iter()
         .map(|(key, backends)| VipEntry {
-            vip: key.addr.to_string(),
+            vip: match table.name(key) {
+                Some(name) => format!("{name}:{}", key.addr.port()),
+                None => key.addr.to_string(),
+            },
+            address: table.name(key).map(|_| key.addr.to_string()),
             protocol: key.protocol.to_string(),
             backend: backends
                 .iter()
@@ -166,6 +200,31 @@ mod tests {
         assert_eq!((b[0].weight, b[1].weight), (3, 1));
         let again = serde_json::to_string(&to_entries(&t)).unwrap();
         assert_eq!(parse("again", &again).unwrap(), t);
+    }
+
+    #[test]
+    fn named_entries_carry_their_address() {
+        let text = r#"[{"vip":"web.marathon.l4lb.thisdcos.directory:80","address":"11.4.5.6:80","backend":[{"ip":"10.0.0.1","port":8080}]}]"#;
+        let t = parse("f", text).unwrap();
+        let (key, _) = t.iter().next().unwrap();
+        assert_eq!(key.addr.to_string(), "11.4.5.6:80");
+        assert_eq!(t.name(key), Some("web.marathon.l4lb.thisdcos.directory"));
+        let again = serde_json::to_string(&to_entries(&t)).unwrap();
+        assert_eq!(parse("again", &again).unwrap(), t);
+        let text = r#"[{"vip":"web:80","address":"11.4.5.6:81","backend":[]}]"#;
+        assert!(
+            parse("f", text)
+                .unwrap_err()
+                .to_string()
+                .contains("address")
+        );
+        let text = r#"[{"vip":"web:80","backend":[]}]"#;
+        assert!(
+            parse("f", text)
+                .unwrap_err()
+                .to_string()
+                .contains("NAME:PORT")
+        );
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! The agent's configuration: a TOML file (`--config`), every key also a flag;
+//! flags win. Unknown keys and bad values are rejected at start with the key,
+//! the value and why. Parsing and validation are pure.
+//!
+//! ```toml
+//! api = "127.0.0.1:61421"          # HTTP API listen address
+//! dataplane = "auto"               # auto | ebpf | nfqueue
+//! cgroup = "/sys/fs/cgroup/unified" # default: the cgroup2 mount root
+//! bpffs = "/sys/fs/bpf/garrison"   # pin directory
+//! named_vip_range = "11.0.0.0/8"   # where named VIPs get addresses
+//! dns_domain = "l4lb.thisdcos.directory"
+//! state_dir = "/var/lib/garrison"  # named VIP allocations survive restarts here
+//! cleanup_on_exit = false          # true: remove the pinned data plane on exit
+//!
+//! [sources]
+//! vips_file = "/etc/garrison/vips.json"
+//! vips_poll_ms = 500
+//! mesos_state = ["http://127.0.0.1:5051/state"]
+//! mesos_poll_ms = 2000
+//! mesos_timeout_ms = 5000
+//! grace_secs = 60                  # a failing source keeps its last table this long
+//! ```
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::vip::named::{Ipv4Range, L4LB_ZONE};
+
+/// The file as written (every field optional).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub api: Option<String>,
+    pub dataplane: Option<String>,
+    pub cgroup: Option<PathBuf>,
+    pub bpffs: Option<PathBuf>,
+    pub named_vip_range: Option<String>,
+    pub dns_domain: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub cleanup_on_exit: Option<bool>,
+    #[serde(default)]
+    pub sources: RawSources,
+}
+
+/// `[sources]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSources {
+    pub vips_file: Option<PathBuf>,
+    pub vips_poll_ms: Option<u64>,
+    pub mesos_state: Option<Vec<String>>,
+    pub mesos_poll_ms: Option<u64>,
+    pub mesos_timeout_ms: Option<u64>,
+    pub grace_secs: Option<u64>,
+}
+
+/// Which data path programs the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneKind {
+    /// eBPF when cgroup sock_addr programs can be attached (today: always eBPF).
+    Auto,
+    Ebpf,
+    Nfqueue,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api: SocketAddr,
+    pub dataplane: DataplaneKind,
+    /// `None`: the cgroup2 mount root, found at start.
+    pub cgroup: Option<PathBuf>,
+    pub bpffs: PathBuf,
+    pub named_vip_range: Ipv4Range,
+    pub dns_domain: String,
+    pub state_dir: PathBuf,
+    pub cleanup_on_exit: bool,
+    pub vips_file: Option<PathBuf>,
+    pub vips_poll: Duration,
+    pub mesos_state: Vec<String>,
+    pub mesos_poll: Duration,
+    pub mesos_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// A rejected configuration: which key, which value, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Toml { path: String, message: String },
+    #[error("{path}: cannot read: {message}")]
+    Read { path: String, message: String },
+    #[error("config key `{key}` = {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses a config file's text; `origin` names it in errors.
+pub fn parse(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Toml {
+        path: origin.to_string(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+impl RawConfig {
+    /// Overlays `flags` (set fields win) on `self`.
+    pub fn overlay(mut self, flags: RawConfig) -> RawConfig {
+        macro_rules! take {
+            ($($f:ident).+) => {
+                if flags.$($f).+.is_some() {
+                    self.$($f).+ = flags.$($f).+.clone();
+                }
+            };
+        }
+        take!(api);
+        take!(dataplane);
+        take!(cgroup);
+        take!(bpffs);
+        take!(named_vip_range);
+        take!(dns_domain);
+        take!(state_dir);
+        take!(cleanup_on_exit);
+        take!(sources.vips_file);
+        take!(sources.vips_poll_ms);
+        take!(sources.mesos_state);
+        take!(sources.mesos_poll_ms);
+        take!(sources.mesos_timeout_ms);
+        take!(sources.grace_secs);
+        self
+    }
+
+    /// Applies defaults and validates every value.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let api_s = self.api.unwrap_or_else(|| "127.0.0.1:61421".into());
+        let api: SocketAddr = api_s
+            .parse()
+            .map_err(|_| invalid("api", &api_s, "not ADDRESS:PORT (e.g. 127.0.0.1:61421)"))?;
+        let dataplane = match self.dataplane.as_deref().unwrap_or("auto") {
+            "auto" => DataplaneKind::Auto,
+            "ebpf" => DataplaneKind::Ebpf,
+            "nfqueue" => DataplaneKind::Nfqueue,
+            other => {
+                return Err(invalid(
+                    "dataplane",
+                    other,
+                    "expected auto, ebpf or nfqueue",
+                ));
+            }
+        };
+        if dataplane == DataplaneKind::Nfqueue {
+            return Err(invalid(
+                "dataplane",
+                "nfqueue",
+                "the NFQUEUE data path is not built yet; use auto or ebpf",
+            ));
+        }
+        let range_s = self.named_vip_range.unwrap_or_else(|| "11.0.0.0/8".into());
+        let named_vip_range: Ipv4Range = range_s
+            .parse()
+            .map_err(|e| invalid("named_vip_range", &range_s, e))?;
+        let dns_domain = self.dns_domain.unwrap_or_else(|| L4LB_ZONE.into());
+        validate_domain(&dns_domain).map_err(|why| invalid("dns_domain", &dns_domain, why))?;
+        let ms = |key: &'static str,
+                  v: Option<u64>,
+                  default: u64,
+                  min: u64|
+         -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v < min {
+                return Err(invalid(key, v, format!("must be at least {min}")));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let s = self.sources;
+        let mesos_state = s.mesos_state.unwrap_or_default();
+        for url in &mesos_state {
+            if !(url.starts_with("http://") || url.starts_with("file://")) {
+                return Err(invalid(
+                    "sources.mesos_state",
+                    url,
+                    "expected an http:// or file:// URL",
+                ));
+            }
+        }
+        for (key, path) in [
+            ("bpffs", &self.bpffs),
+            ("cgroup", &self.cgroup),
+            ("state_dir", &self.state_dir),
+        ] {
+            if let Some(p) = path
+                && !p.is_absolute()
+            {
+                return Err(invalid(key, p.display(), "must be an absolute path"));
+            }
+        }
+        Ok(Config {
+            api,
+            dataplane,
+            cgroup: self.cgroup,
+            bpffs: self.bpffs.unwrap_or_else(|| "/sys/fs/bpf/garrison".into()),
+            named_vip_range,
+            dns_domain,
+            state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
+            cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
+            vips_file: s.vips_file,
+            vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,
+            mesos_state,
+            mesos_poll: ms("sources.mesos_poll_ms", s.mesos_poll_ms, 2000, 50)?,
+            mesos_timeout: ms("sources.mesos_timeout_ms", s.mesos_timeout_ms, 5000, 50)?,
+            grace: Duration::from_secs(s.grace_secs.unwrap_or(60)),
+        })
+    }
+}
+
+fn validate_domain(d: &str) -> Result<(), String> {
+    if d.is_empty() || d.len() > 253 {
+        return Err("must be 1 to 253 characters".into());
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("label {label:?} is not a lowercase RFC 1123 label"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.api.to_string(), "127.0.0.1:61421");
+        assert_eq!(c.dataplane, DataplaneKind::Auto);
+        assert_eq!(c.named_vip_range.to_string(), "11.0.0.0/8");
+        assert_eq!(c.dns_domain, "l4lb.thisdcos.directory");
+        assert_eq!(c.mesos_poll, Duration::from_secs(2));
+        assert_eq!(c.grace, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let file = parse(
+            "agent.toml",
+            "api = \"127.0.0.1:9000\"\n[sources]\nmesos_state = [\"http://10.0.0.1:5051/state\"]\ngrace_secs = 5\n",
+        )
+        .unwrap();
+        let flags = RawConfig {
+            api: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        };
+        let c = file.overlay(flags).validate().unwrap();
+        assert_eq!(c.api.port(), 9001, "flags win");
+        assert_eq!(c.mesos_state, ["http://10.0.0.1:5051/state"]);
+        assert_eq!(c.grace, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_key_value_and_why() {
+        let e = parse("/etc/garrison/agent.toml", "apii = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/garrison/agent.toml") && e.contains("apii"),
+            "{e}"
+        );
+        let e = parse("a.toml", "[sources]\nmesos = []")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mesos"), "{e}");
+        let e = parse("a.toml", "api = 5").unwrap_err().to_string();
+        assert!(e.contains("api"), "{e}");
+
+        let bad = |raw: RawConfig| raw.validate().unwrap_err().to_string();
+        let e = bad(RawConfig {
+            api: Some("localhost".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("`api`") && e.contains("\"localhost\"") && e.contains("ADDRESS:PORT"),
+            "{e}"
+        );
+        let e = bad(RawConfig {
+            dataplane: Some("ipvs".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("`dataplane`") && e.contains("auto, ebpf or nfqueue"),
+            "{e}"
+        );
+        let e = bad(RawConfig {
+            named_vip_range: Some("11.0.0.1/8".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("named_vip_range") && e.contains("host bits"),
+            "{e}"
+        );
+        let e = bad(RawConfig {
+            dns_domain: Some("L4LB..x".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("dns_domain"), "{e}");
+        let e = bad(RawConfig {
+            bpffs: Some("relative/pins".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("absolute"), "{e}");
+        let mut raw = RawConfig::default();
+        raw.sources.mesos_state = Some(vec!["https://leader.mesos/state".into()]);
+        assert!(bad(raw).contains("sources.mesos_state"));
+        let mut raw = RawConfig::default();
+        raw.sources.mesos_poll_ms = Some(0);
+        assert!(bad(raw).contains("at least"));
+    }
+}
