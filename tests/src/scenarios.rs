@@ -25,28 +25,32 @@ use crate::{
     mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
 };
 
-/// Every scenario by name, for the guest runner.
-pub const ALL: &[(&str, fn())] = &[
-    (
-        "tcp_vip_reaches_backend_and_other_addresses_are_untouched",
-        tcp_vip_reaches_backend_and_other_addresses_are_untouched,
-    ),
-    ("tcp_backends_share_by_weight", tcp_backends_share_by_weight),
-    (
-        "removed_backend_is_never_chosen_and_empty_vip_refuses",
-        removed_backend_is_never_chosen_and_empty_vip_refuses,
-    ),
-    ("getpeername_returns_the_vip", getpeername_returns_the_vip),
-    (
-        "udp_replies_come_from_the_vip_and_stick_to_one_backend",
-        udp_replies_come_from_the_vip_and_stick_to_one_backend,
-    ),
-    ("ipv6_tcp_and_udp_vips", ipv6_tcp_and_udp_vips),
-    (
-        "agent_sigkill_and_restart_lose_no_connection",
-        agent_sigkill_and_restart_lose_no_connection,
-    ),
-];
+/// Calls macro `$m` with the name of every scenario: the one list both the
+/// guest runner ([`ALL`]) and the host tests (tests/tests/dataplane.rs) use.
+#[macro_export]
+macro_rules! with_scenarios {
+    ($m:ident) => {
+        $m!(
+            tcp_vip_reaches_backend_and_other_addresses_are_untouched,
+            tcp_backends_share_by_weight,
+            removed_backend_is_never_chosen_and_empty_vip_refuses,
+            getpeername_returns_the_vip,
+            udp_replies_come_from_the_vip_and_stick_to_one_backend,
+            ipv6_tcp_and_udp_vips,
+            agent_sigkill_and_restart_lose_no_connection,
+            agent_reloads_on_sighup_and_keeps_table_on_bad_file,
+            agent_serves_named_vip_from_mesos_state
+        );
+    };
+}
+
+macro_rules! scenario_table {
+    ($($name:ident),*) => {
+        /// Every scenario by name, for the guest runner.
+        pub const ALL: &[(&str, fn())] = &[$((stringify!($name), $name)),*];
+    };
+}
+with_scenarios!(scenario_table);
 
 fn vip(addr: &str, protocol: Protocol) -> VipKey {
     VipKey {

@@ -340,7 +340,7 @@ fn dataplane(args: &BenchArgs) -> Result<()> {
     let result = (|| -> Result<Vec<Row>> {
         lab.build()?;
         lab.start_servers()?;
-        lab.start_agent(&agent, &lab::vip_file_json(VIP, &lab.node_ips()), VIP)?;
+        lab.start_agent_with_file(&agent, &lab::vip_file_json(VIP, &lab.node_ips()), VIP)?;
         let direct: Vec<String> = lab
             .node_ips()
             .iter()

@@ -1,13 +1,16 @@
 //! `cargo xtask demo`: Garrison balancing real connections.
 //!
 //! Builds three backend "nodes" and one client as network namespaces joined by
-//! a bridge ([`crate::lab`]), starts a small HTTP server in each node, starts
-//! `garrison-agent` in the client namespace with a VIP file declaring
-//! 11.1.2.3:80 → the three nodes, then connects from the client to the VIP 30
-//! times, printing which node answered, the agent's /vips table and the
-//! distribution. Everything is torn down on exit and on Ctrl-C, unless
-//! `--keep`; `--down` removes a kept demo. The VIP is only ever used from the
-//! client namespace.
+//! a bridge ([`crate::lab`]), starts a small HTTP server in each node, serves a
+//! Mesos master `/state` (generated: one running marathon task per node with
+//! the discovery label `VIP_0=/web:80`) on the client's loopback, and starts
+//! `garrison-agent` in the client namespace polling it. The agent turns the
+//! label into the named VIP `web.marathon.l4lb.thisdcos.directory:80` with an
+//! address in 11.0.0.0/8; the demo reads that address from `/v1/vips` (no DNS
+//! involved), connects to it 30 times printing which node answered, curls it
+//! once, and prints the agent's /vips table and the distribution. Everything
+//! is torn down on exit and on Ctrl-C, unless `--keep`; `--down` removes a kept
+//! demo. The VIP is only ever used from the client namespace.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -24,7 +27,8 @@ use crate::{
     lab::{self, API, Lab},
 };
 
-const VIP: &str = "11.1.2.3:80";
+const VIP_NAME: &str = "web.marathon.l4lb.thisdcos.directory:80";
+const MESOS_STATE: &str = "127.0.0.1:5051";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -88,11 +92,36 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
     );
     lab.build()?;
     lab.start_servers()?;
-    println!("demo: starting garrison-agent in {client}: VIP {VIP} -> 3 nodes, API on {API}");
-    lab.start_agent(agent, &lab::vip_file_json(VIP, &lab.node_ips()), VIP)?;
+    let state = lab.write_file(
+        "mesos-state.json",
+        &lab::mesos_master_state(&lab.node_ips(), "/web:80"),
+    )?;
+    let me = std::env::current_exe()?;
+    lab.spawn_in(
+        &client,
+        &me,
+        &[
+            "lab-serve-file",
+            "--listen",
+            MESOS_STATE,
+            "--file",
+            state.to_str().context("path")?,
+        ],
+        &lab.write_file("mesos.log", "")?,
+    )?;
+    println!(
+        "demo: Mesos master state on {MESOS_STATE} in {client}: 3 marathon tasks labelled VIP_0=/web:80"
+    );
+    println!(
+        "demo: starting garrison-agent in {client} (API on {API}), polling that state every 2 s"
+    );
+    let url = format!("http://{MESOS_STATE}/state");
+    lab.start_agent(agent, &["--mesos-state", &url], VIP_NAME)?;
+    let vip = named_vip_address(&lab.api_get("/v1/vips")?)?;
+    println!("demo: named VIP {VIP_NAME} -> {vip}");
     check_interrupted()?;
 
-    println!("demo: {} connections from {client} to {VIP}:", args.count);
+    println!("demo: {} connections from {client} to {vip}:", args.count);
     let cgroup = lab.cgroup();
     let count = args.count.to_string();
     let out = lab.run_client(&[
@@ -100,7 +129,7 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
         "--cgroup",
         cgroup.to_str().context("path")?,
         "--vip",
-        VIP,
+        &vip,
         "--count",
         &count,
     ])?;
@@ -110,7 +139,7 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
     // And once with a real curl, as a user would (it must join the cgroup the
     // agent attached to, like every task on a Garrison host is in it).
     let join_and_curl = format!(
-        "echo $$ > {}/cgroup.procs && exec curl -sS --max-time 2 http://{VIP}/",
+        "echo $$ > {}/cgroup.procs && exec curl -sS --max-time 2 http://{vip}/",
         cgroup.display()
     );
     let out = crate::cmd::output(
@@ -118,7 +147,7 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
         &["netns", "exec", &client, "sh", "-c", &join_and_curl],
     )?;
     println!(
-        "\ndemo: curl http://{VIP}/ from {client} -> {}",
+        "\ndemo: curl http://{vip}/ from {client} -> {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
 
@@ -128,12 +157,24 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
         println!("\ndemo: left running (--keep). Try:");
         println!("  ip netns exec {client} curl -s {API}/vips");
         println!(
-            "  ip netns exec {client} sh -c 'echo $$ > {}/cgroup.procs; exec curl -s http://{VIP}/'",
+            "  ip netns exec {client} sh -c 'echo $$ > {}/cgroup.procs; exec curl -s http://{vip}/'",
             cgroup.display()
         );
         println!("  cargo xtask demo --down    # remove it");
     }
     Ok(())
+}
+
+/// The address of the demo's named VIP in a `/v1/vips` body.
+fn named_vip_address(body: &str) -> Result<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("/v1/vips is not JSON: {body}"))?;
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["vip"] == VIP_NAME)
+        .and_then(|e| e["address"].as_str().map(str::to_string))
+        .with_context(|| format!("/v1/vips lists no {VIP_NAME}: {body}"))
 }
 
 fn print_vips(body: &str) -> Result<()> {

@@ -230,42 +230,57 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts the agent in the client namespace with `vips_json` and waits
-    /// until its API lists `vip`. Returns the agent's log path.
-    pub fn start_agent(&self, agent: &Path, vips_json: &str, vip: &str) -> Result<PathBuf> {
-        let vips = self.run_dir.join("vips.json");
-        std::fs::write(&vips, vips_json)?;
+    /// Writes `content` to a file in the lab's run directory.
+    pub fn write_file(&self, name: &str, content: &str) -> Result<PathBuf> {
+        let path = self.run_dir.join(name);
+        std::fs::write(&path, content)?;
+        Ok(path)
+    }
+
+    /// Starts the agent in the client namespace with `source_args` (e.g.
+    /// `--vips FILE` or `--mesos-state URL`) and waits until its API lists
+    /// `ready`. Returns the agent's log path.
+    pub fn start_agent(&self, agent: &Path, source_args: &[&str], ready: &str) -> Result<PathBuf> {
         let log = self.run_dir.join("agent.log");
         let cgroup = self.cgroup();
         let pins = self.pins();
-        self.spawn_in(
-            &self.client_ns(),
-            agent,
-            &[
-                "run",
-                "--api",
-                API,
-                "--cgroup",
-                cgroup.to_str().context("path")?,
-                "--bpffs",
-                pins.to_str().context("path")?,
-                "--vips",
-                vips.to_str().context("path")?,
-                "--cleanup",
-            ],
-            &log,
-        )?;
+        let state = self.run_dir.join("state");
+        let mut args = vec![
+            "run",
+            "--api",
+            API,
+            "--cgroup",
+            cgroup.to_str().context("path")?,
+            "--bpffs",
+            pins.to_str().context("path")?,
+            "--state-dir",
+            state.to_str().context("path")?,
+            "--cleanup",
+        ];
+        args.extend(source_args);
+        self.spawn_in(&self.client_ns(), agent, &args, &log)?;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
-            if self.api_get("/v1/vips").is_ok_and(|b| b.contains(vip)) {
+            if self.api_get("/v1/vips").is_ok_and(|b| b.contains(ready)) {
                 return Ok(log);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
-            "the agent did not serve {vip} within 15 s; its log:\n{}",
+            "the agent did not serve {ready} within 15 s; its log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         )
+    }
+
+    /// Starts the agent with a VIP file holding `vips_json`.
+    pub fn start_agent_with_file(
+        &self,
+        agent: &Path,
+        vips_json: &str,
+        vip: &str,
+    ) -> Result<PathBuf> {
+        let vips = self.write_file("vips.json", vips_json)?;
+        self.start_agent(agent, &["--vips", vips.to_str().context("path")?], vip)
     }
 
     /// GET on the agent API from inside the client namespace.
@@ -303,6 +318,63 @@ impl Lab {
 pub fn join_cgroup(cgroup: &Path) -> Result<()> {
     std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
         .with_context(|| format!("joining {}", cgroup.display()))
+}
+
+/// A Mesos master `/state` document: one agent per node (`slave(1)@IP:5051`)
+/// and one running `marathon` task per node, serving `BACKEND_PORT` with the
+/// discovery label `VIP_0` = `vip_label` (e.g. `/web:80`).
+pub fn mesos_master_state(node_ips: &[String], vip_label: &str) -> String {
+    let slaves: Vec<String> = node_ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            format!(r#"{{"id":"agent-{i}","pid":"slave(1)@{ip}:5051","hostname":"{ip}"}}"#)
+        })
+        .collect();
+    let tasks: Vec<String> = node_ips
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            format!(
+                r#"{{"id":"web.{i}","name":"web","slave_id":"agent-{i}","state":"TASK_RUNNING","resources":{{"ports":"[{BACKEND_PORT}-{BACKEND_PORT}]"}},"statuses":[{{"state":"TASK_RUNNING","timestamp":1700000000.0}}],"discovery":{{"name":"web","visibility":"FRAMEWORK","ports":{{"ports":[{{"number":{BACKEND_PORT},"name":"http","protocol":"tcp","labels":{{"labels":[{{"key":"VIP_0","value":"{vip_label}"}}]}}}}]}}}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"pid":"master@127.0.0.1:5050","slaves":[{}],"frameworks":[{{"id":"marathon-1","name":"marathon","tasks":[{}]}}]}}"#,
+        slaves.join(","),
+        tasks.join(",")
+    )
+}
+
+/// `xtask lab-serve-file`: serves `path` (re-read per request) over HTTP/1.1.
+pub fn serve_file(listen: SocketAddr, path: &Path) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let (status, body) = match std::fs::read_to_string(path) {
+            Ok(b) => ("200 OK", b),
+            Err(e) => (
+                "500 Internal Server Error",
+                format!("{{\"error\":\"{e}\"}}"),
+            ),
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
 }
 
 /// `xtask lab-serve`: an HTTP/1.1 server answering every request with its

@@ -62,6 +62,14 @@ enum Command {
         #[arg(long)]
         concurrency: u32,
     },
+    /// (lab helper) serves a file over HTTP (the demo's Mesos state).
+    #[command(hide = true)]
+    LabServeFile {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// (lab helper) HTTP server answering with its name.
     #[command(hide = true)]
     LabServe {
@@ -112,6 +120,7 @@ fn main() -> Result<()> {
             concurrency,
         } => bench::load(&cgroup, &targets, workload, seconds, concurrency),
         Command::LabServe { name, listen } => lab::serve(&name, listen),
+        Command::LabServeFile { listen, file } => lab::serve_file(listen, &file),
         Command::DemoClient { cgroup, vip, count } => demo::client(&cgroup, vip, count),
     }
 }
