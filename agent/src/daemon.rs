@@ -58,6 +58,11 @@ impl Shared {
         self.table.read().expect("table lock").clone()
     }
 
+    /// Whether `table` is what is programmed (no copy).
+    pub fn is_programmed(&self, table: &VipTable) -> bool {
+        *self.table.read().expect("table lock") == *table
+    }
+
     /// Programs `table`; on success it becomes the served table, on error the
     /// previous one stays programmed and served.
     pub fn apply(&self, table: VipTable) -> Result<(), EbpfError> {
@@ -77,6 +82,13 @@ impl Shared {
             counters,
             events,
         })
+    }
+
+    /// Cheap liveness probe of the data plane: the event counters (a handful
+    /// of map reads, unlike [`Shared::snapshot`]) and the number of VIPs.
+    pub fn health(&self) -> Result<usize, EbpfError> {
+        self.dataplane.lock().expect("dataplane lock").events()?;
+        Ok(self.table.read().expect("table lock").len())
     }
 
     /// A copy of the agent's own metrics.
@@ -193,6 +205,7 @@ struct Reconciler {
     named: NamedVips,
     last_warnings: BTreeMap<String, Vec<String>>,
     last_vip_errors: Vec<String>,
+    trim_pending: bool,
 }
 
 impl Reconciler {
@@ -258,6 +271,16 @@ impl Reconciler {
     }
 
     fn on_tick(&mut self) {
+        if std::mem::take(&mut self.trim_pending) {
+            // Give the allocator's free pages back after a table change (a
+            // large table is parsed, merged and planned in transient copies).
+            // SAFETY: malloc_trim has no preconditions.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            tracing::debug!("returned free heap pages to the OS");
+        }
         let (events, changed) = self.merger.expire(Instant::now());
         self.log_events(events);
         if changed {
@@ -311,7 +334,7 @@ impl Reconciler {
         }
         self.shared
             .with_metrics(|m| m.vip_errors = errors.len() as u64);
-        if table == self.shared.table() {
+        if self.shared.is_programmed(&table) {
             return;
         }
         let n = table.len();
@@ -327,6 +350,7 @@ impl Reconciler {
                     micros = latency.as_micros() as u64,
                     "VIP table programmed"
                 );
+                self.trim_pending = true;
             }
             Err(e) => {
                 self.shared.with_metrics(|m| m.apply_errors += 1);
@@ -376,6 +400,7 @@ pub async fn run(
         named: config.named.clone(),
         last_warnings: BTreeMap::new(),
         last_vip_errors: Vec::new(),
+        trim_pending: false,
     };
     if let Some(src) = file.as_mut() {
         rec.on_file(src, true);

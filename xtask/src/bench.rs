@@ -21,6 +21,8 @@ use crate::{
     lab::{self, BACKEND_PORT, Lab},
 };
 
+mod update;
+
 const VIP: &str = "11.1.2.3:80";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -45,6 +47,16 @@ pub struct BenchArgs {
     /// Do not write docs/benchmarks.md.
     #[arg(long)]
     pub no_write: bool,
+    /// Phases to run (comma-separated): traffic, update, scale.
+    #[arg(long, value_delimiter = ',', default_value = "traffic,update,scale")]
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    Traffic,
+    Update,
+    Scale,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -335,12 +347,48 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn dataplane(args: &BenchArgs) -> Result<()> {
     deps::check_build_prerequisites()?;
     let agent = lab::agent_binary(true)?;
+    let mut table = String::new();
+    if args.phases.contains(&Phase::Traffic) {
+        table.push_str(&traffic(args, &agent)?);
+    }
+    let mut updates = Vec::new();
+    if args.phases.contains(&Phase::Update) {
+        for vips in [1, 1000] {
+            let row = update::update_latency(&agent, vips, 100)?;
+            println!(
+                "bench: update latency, {vips} VIPs: median {:.0} µs, p99 {:.0} µs over {} changes",
+                row.median_us, row.p99_us, row.changes
+            );
+            updates.push(row);
+        }
+    }
+    let mut scale = Vec::new();
+    if args.phases.contains(&Phase::Scale) {
+        let row = update::scale(&agent, 10_000, 16)?;
+        println!(
+            "bench: scale 10,000 × 16: programmed in {:.0} ms (start to served {:.0} ms), RSS {:.1} MiB (peak {:.1})",
+            row.program_ms, row.wall_ms, row.rss_mib, row.hwm_mib
+        );
+        scale.push(row);
+    }
+    if !updates.is_empty() || !scale.is_empty() {
+        table.push_str(&update::render(&updates, &scale));
+    }
+    println!("{table}");
+    if !args.no_write {
+        write_section(&table)?;
+        println!("bench: wrote docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+fn traffic(args: &BenchArgs, agent: &std::path::Path) -> Result<String> {
     let lab = Lab::new("bench", 3);
     lab.teardown();
     let result = (|| -> Result<Vec<Row>> {
         lab.build()?;
         lab.start_servers()?;
-        lab.start_agent_with_file(&agent, &lab::vip_file_json(VIP, &lab.node_ips()), VIP)?;
+        lab.start_agent_with_file(agent, &lab::vip_file_json(VIP, &lab.node_ips()), VIP)?;
         let direct: Vec<String> = lab
             .node_ips()
             .iter()
@@ -392,16 +440,10 @@ fn dataplane(args: &BenchArgs) -> Result<()> {
         "cargo xtask bench dataplane --rounds {} --seconds {} --concurrency {}",
         args.rounds, args.seconds, args.concurrency
     );
-    let table = render(&rows, args, &command);
-    println!("{table}");
     if !vips.is_empty() {
         println!("agent /vips after the run: {vips}");
     }
-    if !args.no_write {
-        write_section(&table)?;
-        println!("bench: wrote docs/benchmarks.md");
-    }
-    Ok(())
+    Ok(render(&rows, args, &command))
 }
 
 fn render(rows: &[Row], args: &BenchArgs, command: &str) -> String {

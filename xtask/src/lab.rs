@@ -238,9 +238,26 @@ impl Lab {
     }
 
     /// Starts the agent in the client namespace with `source_args` (e.g.
-    /// `--vips FILE` or `--mesos-state URL`) and waits until its API lists
-    /// `ready`. Returns the agent's log path.
-    pub fn start_agent(&self, agent: &Path, source_args: &[&str], ready: &str) -> Result<PathBuf> {
+    /// `--vips FILE` or `--mesos-state URL`) and waits until its `/v1/vips`
+    /// mentions `ready`. Returns the agent's log path and pid.
+    pub fn start_agent(
+        &self,
+        agent: &Path,
+        source_args: &[&str],
+        ready: &str,
+    ) -> Result<(PathBuf, u32)> {
+        self.start_agent_until(agent, source_args, "/v1/vips", ready)
+    }
+
+    /// Like [`Lab::start_agent`], polling `path` for `ready` (`/healthz` is
+    /// cheap for a huge table: `"vips":10000`).
+    pub fn start_agent_until(
+        &self,
+        agent: &Path,
+        source_args: &[&str],
+        path: &str,
+        ready: &str,
+    ) -> Result<(PathBuf, u32)> {
         let log = self.run_dir.join("agent.log");
         let cgroup = self.cgroup();
         let pins = self.pins();
@@ -258,16 +275,17 @@ impl Lab {
             "--cleanup",
         ];
         args.extend(source_args);
-        self.spawn_in(&self.client_ns(), agent, &args, &log)?;
+        // `ip netns exec` execs the agent: the child's pid is the agent's.
+        let pid = self.spawn_in(&self.client_ns(), agent, &args, &log)?.id();
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if self.api_get("/v1/vips").is_ok_and(|b| b.contains(ready)) {
-                return Ok(log);
+        while start.elapsed() < Duration::from_secs(60) {
+            if self.api_get(path).is_ok_and(|b| b.contains(ready)) {
+                return Ok((log, pid));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
-            "the agent did not serve {ready} within 15 s; its log:\n{}",
+            "the agent did not serve {ready} within 60 s; its log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     }
@@ -278,7 +296,7 @@ impl Lab {
         agent: &Path,
         vips_json: &str,
         vip: &str,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, u32)> {
         let vips = self.write_file("vips.json", vips_json)?;
         self.start_agent(agent, &["--vips", vips.to_str().context("path")?], vip)
     }

@@ -130,8 +130,8 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.snapshot() {
-        Ok(s) => {
+    match shared.health() {
+        Ok(vips) => {
             let m = shared.metrics();
             let sources: serde_json::Map<String, serde_json::Value> = m
                 .sources
@@ -143,7 +143,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
                     )
                 })
                 .collect();
-            Json(serde_json::json!({ "status": "ok", "vips": s.table.len(), "sources": sources }))
+            Json(serde_json::json!({ "status": "ok", "vips": vips, "sources": sources }))
                 .into_response()
         }
         Err(e) => {

@@ -255,6 +255,7 @@ impl EbpfDataplane {
                 ProgrammedService {
                     value: *value,
                     slots: vec![BackendSlot::default(); value.slot_count as usize],
+                    backend_ids: Vec::new(),
                 },
             );
         }
@@ -267,15 +268,17 @@ impl EbpfDataplane {
                         .expect("service present");
                     if let Some(s) = p.slots.get_mut(slot_key.slot as usize) {
                         *s = slot;
-                        programmed
-                            .backend_ids
-                            .insert((*service, slot_addr(&slot)), slot.backend_id);
+                        p.backend_ids.push((slot_addr(&slot), slot.backend_id));
                     }
                 }
                 None => {
                     let _ = self.slots.remove(&slot_key);
                 }
             }
+        }
+        for service in programmed.services.values_mut() {
+            service.backend_ids.sort_unstable();
+            service.backend_ids.dedup();
         }
         Ok(programmed)
     }
@@ -391,13 +394,13 @@ impl Dataplane for EbpfDataplane {
 
     fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
         let mut out = BTreeMap::new();
-        for ((service, backend), id) in &self.programmed.backend_ids {
+        for (service, backend, id) in self.programmed.backend_ids() {
             let Some(vip) = vip_key(service) else {
                 continue;
             };
-            let per_cpu = self.stats.get(id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
+            let per_cpu = self.stats.get(&id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
             let selected = per_cpu.iter().map(|s| s.selected).sum();
-            out.insert((vip, *backend), BackendCounters { selected });
+            out.insert((vip, backend), BackendCounters { selected });
         }
         Ok(out)
     }

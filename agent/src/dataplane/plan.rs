@@ -27,7 +27,8 @@ use crate::vip::{Protocol, VipKey, VipTable, slots::selection_slots};
 /// One map operation, in the order it must be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapOp {
-    /// Zero the statistics of a newly allocated backend id.
+    /// Zero the statistics of a backend id being freed, so every free id
+    /// reads zero when it is handed out again (fresh maps start at zero).
     ResetStats(u32),
     PutSlot(SlotKey, BackendSlot),
     PutService(ServiceKey, ServiceValue),
@@ -41,6 +42,19 @@ pub struct ProgrammedService {
     pub value: ServiceValue,
     /// Slot contents of the live revision, index = slot number.
     pub slots: Vec<BackendSlot>,
+    /// Backend id of each backend address, sorted by address (a flat vector:
+    /// 160,000 backends cost a few MB, not a tree's worth).
+    pub backend_ids: Vec<(SocketAddr, u32)>,
+}
+
+impl ProgrammedService {
+    /// The backend id of `addr` in this service.
+    pub fn backend_id(&self, addr: SocketAddr) -> Option<u32> {
+        self.backend_ids
+            .binary_search_by_key(&addr, |(a, _)| *a)
+            .ok()
+            .map(|i| self.backend_ids[i].1)
+    }
 }
 
 /// What the maps hold, as far as the agent knows (rebuilt from the maps on
@@ -48,8 +62,15 @@ pub struct ProgrammedService {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Programmed {
     pub services: BTreeMap<ServiceKey, ProgrammedService>,
-    /// Backend id of each (service, backend address).
-    pub backend_ids: BTreeMap<(ServiceKey, SocketAddr), u32>,
+}
+
+impl Programmed {
+    /// Every (service, backend address, backend id).
+    pub fn backend_ids(&self) -> impl Iterator<Item = (&ServiceKey, SocketAddr, u32)> {
+        self.services
+            .iter()
+            .flat_map(|(k, s)| s.backend_ids.iter().map(move |(a, id)| (k, *a, *id)))
+    }
 }
 
 /// Why a plan could not be made.
@@ -91,15 +112,38 @@ pub fn slot_addr(slot: &BackendSlot) -> SocketAddr {
     )
 }
 
-fn lowest_free(used: &BTreeSet<u32>, limit: u32) -> Option<u32> {
-    let mut candidate = 0;
-    for &id in used {
-        if id != candidate {
-            break;
+/// Hands out ids below `limit` not in `used`, scanning forward from a cursor
+/// (amortised O(log n) per id, so a cold start of 160,000 backends is cheap).
+struct IdPool {
+    used: BTreeSet<u32>,
+    cursor: u32,
+    limit: u32,
+}
+
+impl IdPool {
+    fn new(used: BTreeSet<u32>, limit: u32) -> Self {
+        IdPool {
+            used,
+            cursor: 0,
+            limit,
         }
-        candidate += 1;
     }
-    (candidate < limit).then_some(candidate)
+
+    fn take(&mut self) -> Option<u32> {
+        if self.used.len() as u64 >= u64::from(self.limit) {
+            return None;
+        }
+        loop {
+            if self.cursor >= self.limit {
+                self.cursor = 0;
+            }
+            let c = self.cursor;
+            self.cursor += 1;
+            if self.used.insert(c) {
+                return Some(c);
+            }
+        }
+    }
 }
 
 /// Plans the map operations taking `programmed` to `desired`; returns them
@@ -113,42 +157,39 @@ pub fn plan(
     }
     let mut ops = Vec::new();
     let mut next = Programmed::default();
-    let mut used_services: BTreeSet<u32> = programmed
-        .services
-        .values()
-        .map(|s| s.value.service_id)
-        .collect();
-    let mut used_backends: BTreeSet<u32> = programmed.backend_ids.values().copied().collect();
+    let mut service_ids = IdPool::new(
+        programmed
+            .services
+            .values()
+            .map(|s| s.value.service_id)
+            .collect(),
+        MAX_SERVICES,
+    );
+    let mut backend_ids = IdPool::new(
+        programmed.backend_ids().map(|(_, _, id)| id).collect(),
+        MAX_BACKENDS,
+    );
     let desired_keys: BTreeSet<ServiceKey> = desired.iter().map(|(v, _)| service_key(v)).collect();
 
-    // Free ids of what goes away first, so they can be reused below... but only
-    // after their entries are deleted, which happens at the end: keep them
-    // reserved for this plan to avoid sharing an id within one update.
+    // Ids of what goes away stay reserved within this plan (the pools start
+    // with every programmed id), so no id is shared within one update.
     for (vip, backends) in desired.iter() {
         let key = service_key(vip);
         let old = programmed.services.get(&key);
         let service_id = match old {
             Some(s) => s.value.service_id,
-            None => {
-                let id = lowest_free(&used_services, MAX_SERVICES)
-                    .ok_or(PlanError::TooManyServices(desired.len()))?;
-                used_services.insert(id);
-                id
-            }
+            None => service_ids
+                .take()
+                .ok_or(PlanError::TooManyServices(desired.len()))?,
         };
         let mut slot_backends = Vec::with_capacity(backends.len());
+        let mut ids = Vec::with_capacity(backends.len());
         for b in backends.iter() {
-            let id = match programmed.backend_ids.get(&(key, b.addr)) {
-                Some(&id) => id,
-                None => {
-                    let id = lowest_free(&used_backends, MAX_BACKENDS)
-                        .ok_or(PlanError::TooManyBackends)?;
-                    used_backends.insert(id);
-                    ops.push(MapOp::ResetStats(id));
-                    id
-                }
+            let id = match old.and_then(|o| o.backend_id(b.addr)) {
+                Some(id) => id,
+                None => backend_ids.take().ok_or(PlanError::TooManyBackends)?,
             };
-            next.backend_ids.insert((key, b.addr), id);
+            ids.push((b.addr, id));
             slot_backends.push(BackendSlot {
                 addr: IpAddrBytes::from_ip(b.addr.ip()),
                 port: port_to_net(b.addr.port()),
@@ -162,10 +203,19 @@ pub fn plan(
             .into_iter()
             .map(|i| slot_backends[i])
             .collect();
+        // VipTable keeps backends sorted by address, so `ids` is sorted.
+        debug_assert!(ids.windows(2).all(|w| w[0].0 < w[1].0));
         if let Some(old) = old
             && old.slots == slots
         {
-            next.services.insert(key, old.clone());
+            next.services.insert(
+                key,
+                ProgrammedService {
+                    value: old.value,
+                    slots,
+                    backend_ids: ids,
+                },
+            );
             continue;
         }
         let revision = old.map_or(1, |o| o.value.revision.wrapping_add(1));
@@ -190,14 +240,27 @@ pub fn plan(
         if let Some(old) = old {
             push_slot_deletes(&mut ops, &old.value);
         }
-        next.services
-            .insert(key, ProgrammedService { value, slots });
+        next.services.insert(
+            key,
+            ProgrammedService {
+                value,
+                slots,
+                backend_ids: ids,
+            },
+        );
     }
 
     for (key, old) in &programmed.services {
         if !desired_keys.contains(key) {
             ops.push(MapOp::DeleteService(*key));
             push_slot_deletes(&mut ops, &old.value);
+        }
+    }
+    // Last, once no slot points at them any more: zero the freed ids.
+    let kept: BTreeSet<u32> = next.backend_ids().map(|(_, _, id)| id).collect();
+    for (_, _, id) in programmed.backend_ids() {
+        if !kept.contains(&id) {
+            ops.push(MapOp::ResetStats(id));
         }
     }
     Ok((ops, next))
@@ -265,7 +328,7 @@ mod tests {
         );
         let svc = next.services.values().next().unwrap();
         assert_eq!((svc.value.revision, svc.value.slot_count), (1, 3));
-        assert_eq!(next.backend_ids.len(), 2);
+        assert_eq!(next.backend_ids().count(), 2);
     }
 
     #[test]
@@ -304,13 +367,25 @@ mod tests {
         );
         // the surviving backend keeps its id (and so its counters)
         let id = |p: &Programmed| {
-            p.backend_ids
-                .iter()
-                .find(|((_, a), _)| a.port() == 8080 && a.ip().to_string() == "10.0.0.2")
-                .map(|(_, id)| *id)
+            p.backend_ids()
+                .find(|(_, a, _)| a.port() == 8080 && a.ip().to_string() == "10.0.0.2")
+                .map(|(_, _, id)| id)
         };
         assert_eq!(id(&p1), id(&p2));
-        assert!(!ops.iter().any(|o| matches!(o, MapOp::ResetStats(_))));
+        // the removed backend's id is zeroed last, after the slots pointing at it are gone
+        let freed = p1
+            .backend_ids()
+            .map(|(_, _, i)| i)
+            .find(|i| !p2.backend_ids().any(|(_, _, j)| j == *i))
+            .unwrap();
+        let reset = position(&ops, |o| matches!(o, MapOp::ResetStats(i) if *i == freed));
+        assert_eq!(reset, ops.len() - 1, "{ops:?}");
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, MapOp::ResetStats(_)))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -328,6 +403,38 @@ mod tests {
                 .any(|o| matches!(o, MapOp::PutService(_, v) if v.slot_count == 0))
         );
         assert_eq!(p2.services.len(), 1);
+    }
+
+    #[test]
+    fn cold_start_resets_nothing_and_ids_are_unique() {
+        let mut t = VipTable::new();
+        for v in 0..200u32 {
+            let backends = (0..16u32)
+                .map(|b| Backend::new(format!("10.1.{}.{}:80", v % 250, b + 1).parse().unwrap()))
+                .collect();
+            t.insert(
+                VipKey {
+                    addr: format!("11.0.{}.{}:80", v / 250, v % 250).parse().unwrap(),
+                    protocol: Protocol::Tcp,
+                },
+                backends,
+            )
+            .unwrap();
+        }
+        let (ops, p) = plan(&Programmed::default(), &t).unwrap();
+        assert!(!ops.iter().any(|o| matches!(o, MapOp::ResetStats(_))));
+        let ids: BTreeSet<u32> = p.backend_ids().map(|(_, _, id)| id).collect();
+        assert_eq!(ids.len(), 3200);
+        let sids: BTreeSet<u32> = p.services.values().map(|s| s.value.service_id).collect();
+        assert_eq!(sids.len(), 200);
+    }
+
+    #[test]
+    fn id_pool_wraps_and_fills() {
+        let mut pool = IdPool::new([0, 2].into_iter().collect(), 4);
+        assert_eq!(pool.take(), Some(1));
+        assert_eq!(pool.take(), Some(3));
+        assert_eq!(pool.take(), None);
     }
 
     #[test]

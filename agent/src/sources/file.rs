@@ -19,13 +19,34 @@ pub enum FilePoll {
 /// Watches one VIP file by content.
 pub struct FileSource {
     path: PathBuf,
-    last: Option<Result<Vec<u8>, String>>,
+    /// (mtime, length, inode) when last read: unchanged metadata skips the read.
+    last_meta: Option<(std::time::SystemTime, u64, u64)>,
+    /// Digest of the last content (or the last read error): unchanged content
+    /// is not parsed again.
+    last: Option<Result<u64, String>>,
+}
+
+/// FNV-1a over the file's bytes.
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn metadata_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 impl FileSource {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileSource {
             path: path.into(),
+            last_meta: None,
             last: None,
         }
     }
@@ -36,11 +57,17 @@ impl FileSource {
 
     /// Reads the file; `force` re-parses even unchanged content (SIGHUP).
     pub fn poll(&mut self, force: bool) -> FilePoll {
-        let now = std::fs::read(&self.path).map_err(|e| e.to_string());
-        if !force && self.last.as_ref() == Some(&now) {
+        let meta = metadata_stamp(&self.path);
+        if !force && meta.is_some() && meta == self.last_meta {
             return FilePoll::Unchanged;
         }
-        self.last = Some(now.clone());
+        self.last_meta = meta;
+        let now = std::fs::read(&self.path).map_err(|e| e.to_string());
+        let stamp = now.as_ref().map(|b| digest(b)).map_err(Clone::clone);
+        if !force && self.last.as_ref() == Some(&stamp) {
+            return FilePoll::Unchanged;
+        }
+        self.last = Some(stamp);
         match now {
             Err(_) => match file::load(&self.path) {
                 Ok(table) => FilePoll::Changed(table),
