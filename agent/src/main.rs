@@ -169,8 +169,9 @@ fn run_agent(config: Config) -> Result<()> {
             state_file: Some(config.state_dir.join("named-vips.json")),
         },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the loop and the API are light, and a single malloc arena
+    // keeps the agent's footprint small and predictable on every host.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {

@@ -203,6 +203,7 @@ pub fn scale(agent: &Path, vips: usize, backends: usize) -> Result<ScaleRow> {
         let program_ms = programmed_micros(&log)[0] as f64 / 1000.0;
         // Steady state: the agent returns transient memory on its next tick.
         std::thread::sleep(Duration::from_secs(2));
+
         let rss = status_kib(pid, "VmRSS:").context("agent VmRSS")?;
         let hwm = status_kib(pid, "VmHWM:").context("agent VmHWM")?;
         Ok(ScaleRow {
