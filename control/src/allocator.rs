@@ -1,0 +1,788 @@
+//! The hierarchical DRF allocator, after the Mesos master's.
+//!
+//! Each [`Allocator::allocate`] cycle visits agents (in a seeded shuffled
+//! order) and, per agent, roles in DRF order and frameworks in DRF order
+//! within each role, offering the first eligible framework what the agent has
+//! available for its role:
+//!
+//! 1. **quota stage**: only roles whose top-level role has an unmet quota
+//!    guarantee, offered unreserved resources up to what the guarantee still
+//!    needs (and within the quota limit), plus their reservations;
+//! 2. **fair-share stage**: every role; unreserved resources are offered only
+//!    beyond the headroom that unmet guarantees of other roles still need, and
+//!    within the role's quota limit.
+//!
+//! Reserved resources go only to their role and its descendants. A framework
+//! that declined an agent with a filter is not offered that agent again until
+//! the filter expires (default 5 s; per framework, role and agent).
+//! Suppressed frameworks are not offered anything until revived (revive also
+//! clears their filters). An offer must hold at least cpus 0.01 or mem 32 MB.
+//! Time comes from an injectable [`Clock`].
+//!
+//! Cost: an agent on which every eligible framework is filtered is skipped in
+//! O(1) (a per-agent count of live filters), so a cycle in which everyone
+//! declines costs O(agents), not O(agents × frameworks).
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{
+    resources::{Bundle, Quantity, ResourceError, Resources},
+    sorter::DrfSorter,
+};
+
+/// Monotonic time for filters.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Duration;
+}
+
+/// The real clock.
+#[derive(Debug)]
+pub struct SystemClock(std::time::Instant);
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock(std::time::Instant::now())
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Typed errors; nothing in the allocator panics on bad input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocatorError {
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    #[error("agent {0:?} already exists")]
+    DuplicateAgent(String),
+    #[error("unknown framework {0:?}")]
+    UnknownFramework(String),
+    #[error("framework {0:?} already exists")]
+    DuplicateFramework(String),
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error("role name {0:?} is invalid (non-empty path segments of [a-zA-Z0-9_.-], not . or ..)")]
+    InvalidRole(String),
+    #[error("framework {0:?} has no role")]
+    NoRole(String),
+    #[error("role {role:?}: weight {weight} must be a finite number above 0")]
+    InvalidWeight { role: String, weight: String },
+    #[error("role {0:?}: quota is only supported on top-level roles")]
+    QuotaOnNestedRole(String),
+    #[error("role {role:?}: quota limit is below its guarantee for {resource}")]
+    QuotaLimitBelowGuarantee { role: String, resource: String },
+    #[error("framework {framework:?} is not subscribed to role {role:?}")]
+    NotSubscribed { framework: String, role: String },
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
+}
+
+/// Validates a role path.
+pub fn validate_role(role: &str) -> Result<(), AllocatorError> {
+    let ok = !role.is_empty()
+        && role.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AllocatorError::InvalidRole(role.into()))
+    }
+}
+
+fn top_level(role: &str) -> &str {
+    role.split('/').next().unwrap_or(role)
+}
+
+/// Scalar amounts (quota guarantees and limits).
+pub type Scalars = BTreeMap<String, Quantity>;
+
+/// Quota of a top-level role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Resources the role is guaranteed (offered first, held back from others).
+    pub guarantee: Scalars,
+    /// Resources the role may never exceed (absent: unlimited).
+    pub limit: Option<Scalars>,
+}
+
+/// One offer: resources of one agent for one framework in one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub framework: String,
+    pub role: String,
+    pub agent: String,
+    pub resources: Resources,
+}
+
+/// The smallest offer worth making (Mesos: cpus 0.01 or mem 32 MB).
+#[derive(Debug, Clone, Copy)]
+pub struct MinAllocatable {
+    pub cpus: Quantity,
+    pub mem: Quantity,
+}
+
+impl Default for MinAllocatable {
+    fn default() -> Self {
+        MinAllocatable {
+            cpus: Quantity::from_milli(10),
+            mem: Quantity::from_milli(32_000),
+        }
+    }
+}
+
+impl MinAllocatable {
+    fn allows(&self, r: &Resources) -> bool {
+        r.scalar("cpus") >= self.cpus && !r.scalar("cpus").is_zero()
+            || r.scalar("mem") >= self.mem && !r.scalar("mem").is_zero()
+    }
+}
+
+#[derive(Debug)]
+struct Agent {
+    id: String,
+    total: Resources,
+    allocated: Resources,
+    /// Live filters on this agent (for the all-filtered skip).
+    filtered: usize,
+}
+
+impl Agent {
+    fn available(&self) -> Resources {
+        let mut a = self.total.clone();
+        a.subtract(&self.allocated).expect("allocated ⊆ total");
+        a
+    }
+}
+
+#[derive(Debug)]
+struct Framework {
+    id: String,
+    roles: Vec<String>,
+    suppressed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Role {
+    frameworks: DrfSorter,
+    weight: f64,
+    quota: Option<Quota>,
+}
+
+/// A filter key: (framework index, role, agent index).
+type FilterKey = (usize, String, usize);
+
+/// The allocator. `C` is the clock.
+pub struct Allocator<C: Clock = SystemClock> {
+    clock: C,
+    agents: Vec<Agent>,
+    agent_index: HashMap<String, usize>,
+    frameworks: Vec<Framework>,
+    framework_index: HashMap<String, usize>,
+    roles: BTreeMap<String, Role>,
+    role_sorter: DrfSorter,
+    filters: HashMap<FilterKey, Duration>,
+    expiries: BTreeSet<(Duration, usize, String, usize)>,
+    /// Number of (framework, role) pairs that can receive offers.
+    eligible: usize,
+    min: MinAllocatable,
+    seed: u64,
+    cycle: u64,
+}
+
+impl Allocator<SystemClock> {
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock::default())
+    }
+}
+
+impl Default for Allocator<SystemClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock> Allocator<C> {
+    pub fn with_clock(clock: C) -> Self {
+        Allocator {
+            clock,
+            agents: Vec::new(),
+            agent_index: HashMap::new(),
+            frameworks: Vec::new(),
+            framework_index: HashMap::new(),
+            roles: BTreeMap::new(),
+            role_sorter: DrfSorter::new(),
+            filters: HashMap::new(),
+            expiries: BTreeSet::new(),
+            eligible: 0,
+            min: MinAllocatable::default(),
+            seed: 0x9E37_79B9_7F4A_7C15,
+            cycle: 0,
+        }
+    }
+
+    /// Seed of the agent visiting order (deterministic for a given seed).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+
+    pub fn set_min_allocatable(&mut self, min: MinAllocatable) {
+        self.min = min;
+    }
+
+    fn cluster_total(&self) -> Scalars {
+        let mut t = Resources::default();
+        for a in &self.agents {
+            t.add(&a.total);
+        }
+        t.scalar_totals()
+    }
+
+    fn refresh_totals(&mut self) {
+        let total = self.cluster_total();
+        self.role_sorter.set_total(total.clone());
+        for r in self.roles.values_mut() {
+            r.frameworks.set_total(total.clone());
+        }
+    }
+
+    /// Adds an agent with its total resources (static reservations included
+    /// as `cpus(role):n`).
+    pub fn add_agent(&mut self, id: &str, total: Resources) -> Result<(), AllocatorError> {
+        if self.agent_index.contains_key(id) {
+            return Err(AllocatorError::DuplicateAgent(id.into()));
+        }
+        for role in total.reserved.keys() {
+            validate_role(role)?;
+        }
+        self.agent_index.insert(id.into(), self.agents.len());
+        self.agents.push(Agent {
+            id: id.into(),
+            total,
+            allocated: Resources::default(),
+            filtered: 0,
+        });
+        self.refresh_totals();
+        Ok(())
+    }
+
+    fn role_mut(&mut self, role: &str) -> Result<&mut Role, AllocatorError> {
+        validate_role(role)?;
+        if !self.roles.contains_key(role) {
+            let mut r = Role {
+                weight: 1.0,
+                ..Default::default()
+            };
+            r.frameworks.set_total(self.cluster_total());
+            self.roles.insert(role.to_string(), r);
+            let id = self.role_sorter.add(role);
+            // A role sorts as a client only while it has frameworks.
+            self.role_sorter.deactivate(id);
+        }
+        Ok(self.roles.get_mut(role).expect("just inserted"))
+    }
+
+    /// Declares a role (optional: roles also come into being with frameworks).
+    pub fn add_role(&mut self, role: &str) -> Result<(), AllocatorError> {
+        self.role_mut(role).map(drop)
+    }
+
+    /// Sets a role's weight (> 0, finite).
+    pub fn set_weight(&mut self, role: &str, weight: f64) -> Result<(), AllocatorError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(AllocatorError::InvalidWeight {
+                role: role.into(),
+                weight: weight.to_string(),
+            });
+        }
+        if !self.roles.contains_key(role) {
+            return Err(AllocatorError::UnknownRole(role.into()));
+        }
+        self.roles.get_mut(role).expect("present").weight = weight;
+        self.role_sorter.set_weight(role, weight);
+        Ok(())
+    }
+
+    /// Sets the quota of a top-level role.
+    pub fn set_quota(&mut self, role: &str, quota: Quota) -> Result<(), AllocatorError> {
+        validate_role(role)?;
+        if role.contains('/') {
+            return Err(AllocatorError::QuotaOnNestedRole(role.into()));
+        }
+        if let Some(limit) = &quota.limit {
+            for (k, g) in &quota.guarantee {
+                if limit.get(k).is_some_and(|l| l < g) {
+                    return Err(AllocatorError::QuotaLimitBelowGuarantee {
+                        role: role.into(),
+                        resource: k.clone(),
+                    });
+                }
+            }
+        }
+        self.role_mut(role)?.quota = Some(quota);
+        Ok(())
+    }
+
+    /// Adds a framework subscribed to `roles`.
+    pub fn add_framework(&mut self, id: &str, roles: &[&str]) -> Result<(), AllocatorError> {
+        if self.framework_index.contains_key(id) {
+            return Err(AllocatorError::DuplicateFramework(id.into()));
+        }
+        if roles.is_empty() {
+            return Err(AllocatorError::NoRole(id.into()));
+        }
+        for role in roles {
+            validate_role(role)?;
+        }
+        for role in roles {
+            self.role_mut(role)?.frameworks.add(id);
+            let rid = self.role_sorter.id(role).expect("role registered");
+            self.role_sorter.activate(rid);
+            self.eligible += 1;
+        }
+        self.framework_index
+            .insert(id.into(), self.frameworks.len());
+        self.frameworks.push(Framework {
+            id: id.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            suppressed: false,
+        });
+        Ok(())
+    }
+
+    fn framework(&self, id: &str) -> Result<usize, AllocatorError> {
+        self.framework_index
+            .get(id)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownFramework(id.into()))
+    }
+
+    fn agent(&self, id: &str) -> Result<usize, AllocatorError> {
+        self.agent_index
+            .get(id)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.into()))
+    }
+
+    /// Stops offering to a framework until [`Allocator::revive`].
+    pub fn suppress(&mut self, framework: &str) -> Result<(), AllocatorError> {
+        let f = self.framework(framework)?;
+        if !self.frameworks[f].suppressed {
+            self.frameworks[f].suppressed = true;
+            for role in self.frameworks[f].roles.clone() {
+                let r = self.roles.get_mut(&role).expect("subscribed role");
+                let id = r.frameworks.id(framework).expect("client");
+                r.frameworks.deactivate(id);
+                self.eligible -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers to a framework again and clears its filters.
+    pub fn revive(&mut self, framework: &str) -> Result<(), AllocatorError> {
+        let f = self.framework(framework)?;
+        if self.frameworks[f].suppressed {
+            self.frameworks[f].suppressed = false;
+            for role in self.frameworks[f].roles.clone() {
+                let r = self.roles.get_mut(&role).expect("subscribed role");
+                let id = r.frameworks.id(framework).expect("client");
+                r.frameworks.activate(id);
+                self.eligible += 1;
+            }
+        }
+        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.0 == f).cloned().collect();
+        for k in keys {
+            self.drop_filter(&k);
+        }
+        Ok(())
+    }
+
+    fn drop_filter(&mut self, k: &FilterKey) {
+        if let Some(until) = self.filters.remove(k) {
+            self.expiries.remove(&(until, k.0, k.1.clone(), k.2));
+            self.agents[k.2].filtered -= 1;
+        }
+    }
+
+    fn add_filter(&mut self, k: FilterKey, until: Duration) {
+        self.drop_filter(&k);
+        self.expiries.insert((until, k.0, k.1.clone(), k.2));
+        self.agents[k.2].filtered += 1;
+        self.filters.insert(k, until);
+    }
+
+    fn expire_filters(&mut self) {
+        let now = self.clock.now();
+        while let Some(first) = self.expiries.first().cloned() {
+            if first.0 > now {
+                break;
+            }
+            self.drop_filter(&(first.1, first.2, first.3));
+        }
+    }
+
+    /// Removes every filter on an agent (e.g. its free resources changed).
+    pub fn clear_agent_filters(&mut self, agent: &str) -> Result<(), AllocatorError> {
+        let a = self.agent(agent)?;
+        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.2 == a).cloned().collect();
+        for k in keys {
+            self.drop_filter(&k);
+        }
+        Ok(())
+    }
+
+    fn note_allocated(
+        &mut self,
+        f: usize,
+        role: &str,
+        a: usize,
+        r: &Resources,
+    ) -> Result<(), AllocatorError> {
+        self.agents[a].allocated.add(r);
+        let scalars = r.scalar_totals();
+        let rid = self.role_sorter.id(role).expect("role client");
+        self.role_sorter.allocated(rid, &scalars);
+        let fw = &self.frameworks[f].id;
+        let role_state = self.roles.get_mut(role).expect("role");
+        let fid = role_state.frameworks.id(fw).expect("framework client");
+        role_state.frameworks.allocated(fid, &scalars);
+        Ok(())
+    }
+
+    /// Returns resources of an offer (declined or tasks ended). With
+    /// `refuse`, the framework is not offered this agent in this role again
+    /// for that long (Mesos' default for declines is 5 s).
+    pub fn recover(
+        &mut self,
+        offer: &Offer,
+        refuse: Option<Duration>,
+    ) -> Result<(), AllocatorError> {
+        let f = self.framework(&offer.framework)?;
+        let a = self.agent(&offer.agent)?;
+        if !self.frameworks[f].roles.contains(&offer.role) {
+            return Err(AllocatorError::NotSubscribed {
+                framework: offer.framework.clone(),
+                role: offer.role.clone(),
+            });
+        }
+        self.agents[a].allocated.subtract(&offer.resources)?;
+        let scalars = offer.resources.scalar_totals();
+        let rid = self.role_sorter.id(&offer.role).expect("role client");
+        self.role_sorter.unallocated(rid, &scalars);
+        let role_state = self.roles.get_mut(&offer.role).expect("role");
+        let fid = role_state
+            .frameworks
+            .id(&offer.framework)
+            .expect("framework client");
+        role_state.frameworks.unallocated(fid, &scalars);
+        if let Some(d) = refuse
+            && !d.is_zero()
+        {
+            let until = self.clock.now() + d;
+            self.add_filter((f, offer.role.clone(), a), until);
+        }
+        Ok(())
+    }
+
+    /// Dynamically reserves available unreserved resources of an agent for a role.
+    pub fn reserve(
+        &mut self,
+        agent: &str,
+        role: &str,
+        resources: &Bundle,
+    ) -> Result<(), AllocatorError> {
+        validate_role(role)?;
+        let a = self.agent(agent)?;
+        let mut available = self.agents[a].available();
+        let want = Resources {
+            unreserved: resources.clone(),
+            reserved: BTreeMap::new(),
+        };
+        available.subtract(&want)?;
+        let agent = &mut self.agents[a];
+        agent.total.unreserved.subtract(resources)?;
+        agent
+            .total
+            .reserved
+            .entry(role.to_string())
+            .or_default()
+            .add(resources);
+        Ok(())
+    }
+
+    /// Releases a dynamic (or static) reservation back to unreserved.
+    pub fn unreserve(
+        &mut self,
+        agent: &str,
+        role: &str,
+        resources: &Bundle,
+    ) -> Result<(), AllocatorError> {
+        let a = self.agent(agent)?;
+        let mut available = self.agents[a].available();
+        let mut want = Resources::default();
+        want.reserved.insert(role.to_string(), resources.clone());
+        available.subtract(&want)?;
+        let agent = &mut self.agents[a];
+        agent
+            .total
+            .reserved
+            .get_mut(role)
+            .expect("contained")
+            .subtract(resources)?;
+        agent.total.reserved.retain(|_, b| !b.is_empty());
+        agent.total.unreserved.add(resources);
+        Ok(())
+    }
+
+    /// Scalars allocated to a role and its descendants.
+    pub fn role_allocation(&self, role: &str) -> Scalars {
+        self.role_sorter.allocation(role)
+    }
+
+    /// An agent's unallocated resources.
+    pub fn available(&self, agent: &str) -> Result<Resources, AllocatorError> {
+        Ok(self.agents[self.agent(agent)?].available())
+    }
+
+    /// What is allocated on an agent.
+    pub fn allocated(&self, agent: &str) -> Result<Resources, AllocatorError> {
+        Ok(self.agents[self.agent(agent)?].allocated.clone())
+    }
+
+    /// The agent visiting order of this cycle: a seeded Fisher–Yates shuffle.
+    fn agent_order(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.agents.len()).collect();
+        let mut s = self.seed ^ self.cycle.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+        for i in (1..order.len()).rev() {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let j = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        self.cycle += 1;
+        order
+    }
+
+    /// Unmet guarantee of each top-level quota role.
+    fn unmet_guarantees(&self) -> BTreeMap<String, Scalars> {
+        let mut out = BTreeMap::new();
+        for (role, state) in &self.roles {
+            let Some(q) = &state.quota else { continue };
+            let consumed = self.role_sorter.allocation(role);
+            let unmet: Scalars = q
+                .guarantee
+                .iter()
+                .filter_map(|(k, g)| {
+                    let left = g.saturating_sub(consumed.get(k).copied().unwrap_or_default());
+                    (!left.is_zero()).then(|| (k.clone(), left))
+                })
+                .collect();
+            if !unmet.is_empty() {
+                out.insert(role.clone(), unmet);
+            }
+        }
+        out
+    }
+
+    /// Room under a role's quota limit, per limited scalar.
+    fn limit_room(&self, role: &str) -> Option<Scalars> {
+        let top = top_level(role);
+        let limit = self.roles.get(top)?.quota.as_ref()?.limit.as_ref()?;
+        let consumed = self.role_sorter.allocation(top);
+        Some(
+            limit
+                .iter()
+                .map(|(k, l)| {
+                    (
+                        k.clone(),
+                        l.saturating_sub(consumed.get(k).copied().unwrap_or_default()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// What an agent can offer `role`: reservations of the role and its
+    /// ancestors, plus unreserved resources capped per scalar by `cap`.
+    fn offerable(
+        &self,
+        a: usize,
+        role: &str,
+        cap: &dyn Fn(&str, Quantity) -> Quantity,
+    ) -> Resources {
+        let available = self.agents[a].available();
+        let mut offer = Resources::default();
+        for (r, bundle) in &available.reserved {
+            if role == r || role.starts_with(&format!("{r}/")) {
+                offer.reserved.insert(r.clone(), bundle.clone());
+            }
+        }
+        let mut unreserved = Bundle::default();
+        for (k, q) in &available.unreserved.scalars {
+            let c = cap(k, *q).min(*q);
+            if !c.is_zero() {
+                unreserved.scalars.insert(k.clone(), c);
+            }
+        }
+        if !unreserved.scalars.is_empty() {
+            unreserved.ranges = available.unreserved.ranges.clone();
+            unreserved.sets = available.unreserved.sets.clone();
+        }
+        offer.unreserved = unreserved;
+        offer
+    }
+
+    /// One allocation cycle: returns the offers made (their resources are
+    /// allocated until recovered).
+    pub fn allocate(&mut self) -> Vec<Offer> {
+        self.expire_filters();
+        let mut offers = Vec::new();
+        let order = self.agent_order();
+
+        // Stage 1: roles whose top-level role has an unmet guarantee.
+        let mut unmet = self.unmet_guarantees();
+        if !unmet.is_empty() {
+            for &a in &order {
+                let roles: Vec<String> = self.role_sorter.sorted_paths();
+                for role in roles {
+                    let top = top_level(&role).to_string();
+                    let Some(need) = unmet.get(&top).cloned() else {
+                        continue;
+                    };
+                    let room = self.limit_room(&role);
+                    let cap = |k: &str, _q: Quantity| {
+                        let n = need.get(k).copied().unwrap_or_default();
+                        match room.as_ref().and_then(|r| r.get(k)) {
+                            Some(r) => n.min(*r),
+                            None => n,
+                        }
+                    };
+                    if let Some(offer) = self.offer_in_role(a, &role, &cap) {
+                        offers.push(offer);
+                        unmet = self.unmet_guarantees();
+                    }
+                }
+            }
+        }
+
+        // Stage 2: everyone, holding back headroom for unmet guarantees.
+        let unmet = self.unmet_guarantees();
+        let mut required: Scalars = BTreeMap::new();
+        for need in unmet.values() {
+            for (k, v) in need {
+                *required.entry(k.clone()).or_default() += *v;
+            }
+        }
+        let mut unreserved_free: Scalars = BTreeMap::new();
+        for agent in &self.agents {
+            for (k, v) in &agent.available().unreserved.scalars {
+                *unreserved_free.entry(k.clone()).or_default() += *v;
+            }
+        }
+        for &a in &order {
+            if self.eligible == 0 || self.agents[a].filtered >= self.eligible {
+                continue;
+            }
+            let roles: Vec<String> = self.role_sorter.sorted_paths();
+            for role in roles {
+                let top = top_level(&role).to_string();
+                let own_unmet = unmet.get(&top).cloned().unwrap_or_default();
+                let room = self.limit_room(&role);
+                let spare = unreserved_free.clone();
+                let held_back = required.clone();
+                let cap = |k: &str, q: Quantity| {
+                    let free = spare.get(k).copied().unwrap_or_default();
+                    let held = held_back.get(k).copied().unwrap_or_default();
+                    let own = own_unmet.get(k).copied().unwrap_or_default();
+                    // What can go without eating into others' unmet guarantees.
+                    let allowed = (free.saturating_sub(held) + own).min(q);
+                    match room.as_ref().and_then(|r| r.get(k)) {
+                        Some(r) => allowed.min(*r),
+                        None => allowed,
+                    }
+                };
+                if let Some(offer) = self.offer_in_role(a, &role, &cap) {
+                    for (k, v) in &offer.resources.unreserved.scalars {
+                        if let Some(f) = unreserved_free.get_mut(k) {
+                            *f = f.saturating_sub(*v);
+                        }
+                        if let Some(o) = own_unmet.get(k)
+                            && let Some(req) = required.get_mut(k)
+                        {
+                            *req = req.saturating_sub((*v).min(*o));
+                        }
+                    }
+                    offers.push(offer);
+                }
+            }
+        }
+        offers
+    }
+
+    /// Offers agent `a` to the first eligible framework of `role`, if the
+    /// offer is allocatable. The offer is allocated.
+    fn offer_in_role(
+        &mut self,
+        a: usize,
+        role: &str,
+        cap: &dyn Fn(&str, Quantity) -> Quantity,
+    ) -> Option<Offer> {
+        let resources = self.offerable(a, role, cap);
+        if resources.is_empty() || !self.min.allows(&resources) {
+            return None;
+        }
+        let candidates: Vec<String> = {
+            let sorter = &mut self.roles.get_mut(role)?.frameworks;
+            let ids = sorter.sort().to_vec();
+            ids.into_iter()
+                .map(|i| sorter.path(i).to_string())
+                .collect()
+        };
+        for fw in candidates {
+            let f = self.framework_index[&fw];
+            if self.filters.contains_key(&(f, role.to_string(), a)) {
+                continue;
+            }
+            self.note_allocated(f, role, a, &resources).ok()?;
+            return Some(Offer {
+                framework: fw,
+                role: role.to_string(),
+                agent: self.agents[a].id.clone(),
+                resources,
+            });
+        }
+        None
+    }
+}
