@@ -394,9 +394,16 @@ impl<C: Clock> Allocator<C> {
             .ok_or_else(|| AllocatorError::UnknownAgent(id.into()))
     }
 
-    /// Stops offering to a framework until [`Allocator::revive`].
+    /// Stops offering to a framework until [`Allocator::revive`]. Its filters
+    /// are dropped (revive would clear them anyway), so the per-agent filter
+    /// counts only ever count eligible frameworks.
     pub fn suppress(&mut self, framework: &str) -> Result<(), AllocatorError> {
         let f = self.framework(framework)?;
+        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.0 == f).cloned().collect();
+        for k in keys {
+            self.drop_filter(&k);
+        }
+
         if !self.frameworks[f].suppressed {
             self.frameworks[f].suppressed = true;
             for role in self.frameworks[f].roles.clone() {
@@ -664,17 +671,43 @@ impl<C: Clock> Allocator<C> {
         offer
     }
 
+    fn required_headroom(unmet: &BTreeMap<String, Scalars>) -> Scalars {
+        let mut required: Scalars = BTreeMap::new();
+        for need in unmet.values() {
+            for (k, v) in need {
+                *required.entry(k.clone()).or_default() += *v;
+            }
+        }
+        required
+    }
+
+    fn unreserved_free(&self) -> Scalars {
+        let mut free: Scalars = BTreeMap::new();
+        for agent in &self.agents {
+            for (k, v) in &agent.available().unreserved.scalars {
+                *free.entry(k.clone()).or_default() += *v;
+            }
+        }
+        free
+    }
+
     /// One allocation cycle: returns the offers made (their resources are
     /// allocated until recovered).
     pub fn allocate(&mut self) -> Vec<Offer> {
         self.expire_filters();
         let mut offers = Vec::new();
         let order = self.agent_order();
+        let mut free = self.unreserved_free();
 
-        // Stage 1: roles whose top-level role has an unmet guarantee.
+        // Stage 1: roles whose top-level role has an unmet guarantee get the
+        // guaranteed resource kinds up to what the guarantee still needs, and
+        // other kinds as far as no other unmet guarantee needs them.
         let mut unmet = self.unmet_guarantees();
         if !unmet.is_empty() {
             for &a in &order {
+                if unmet.is_empty() {
+                    break;
+                }
                 let roles: Vec<String> = self.role_sorter.sorted_paths();
                 for role in roles {
                     let top = top_level(&role).to_string();
@@ -682,14 +715,29 @@ impl<C: Clock> Allocator<C> {
                         continue;
                     };
                     let room = self.limit_room(&role);
-                    let cap = |k: &str, _q: Quantity| {
-                        let n = need.get(k).copied().unwrap_or_default();
+                    let required = Self::required_headroom(&unmet);
+                    let spare = free.clone();
+                    let cap = |k: &str, q: Quantity| {
+                        let allowed = match need.get(k) {
+                            Some(n) => (*n).min(q),
+                            None => spare
+                                .get(k)
+                                .copied()
+                                .unwrap_or_default()
+                                .saturating_sub(required.get(k).copied().unwrap_or_default())
+                                .min(q),
+                        };
                         match room.as_ref().and_then(|r| r.get(k)) {
-                            Some(r) => n.min(*r),
-                            None => n,
+                            Some(r) => allowed.min(*r),
+                            None => allowed,
                         }
                     };
                     if let Some(offer) = self.offer_in_role(a, &role, &cap) {
+                        for (k, v) in &offer.resources.unreserved.scalars {
+                            if let Some(f) = free.get_mut(k) {
+                                *f = f.saturating_sub(*v);
+                            }
+                        }
                         offers.push(offer);
                         unmet = self.unmet_guarantees();
                     }
@@ -699,18 +747,7 @@ impl<C: Clock> Allocator<C> {
 
         // Stage 2: everyone, holding back headroom for unmet guarantees.
         let unmet = self.unmet_guarantees();
-        let mut required: Scalars = BTreeMap::new();
-        for need in unmet.values() {
-            for (k, v) in need {
-                *required.entry(k.clone()).or_default() += *v;
-            }
-        }
-        let mut unreserved_free: Scalars = BTreeMap::new();
-        for agent in &self.agents {
-            for (k, v) in &agent.available().unreserved.scalars {
-                *unreserved_free.entry(k.clone()).or_default() += *v;
-            }
-        }
+        let mut required = Self::required_headroom(&unmet);
         for &a in &order {
             if self.eligible == 0 || self.agents[a].filtered >= self.eligible {
                 continue;
@@ -720,14 +757,14 @@ impl<C: Clock> Allocator<C> {
                 let top = top_level(&role).to_string();
                 let own_unmet = unmet.get(&top).cloned().unwrap_or_default();
                 let room = self.limit_room(&role);
-                let spare = unreserved_free.clone();
+                let spare = free.clone();
                 let held_back = required.clone();
                 let cap = |k: &str, q: Quantity| {
-                    let free = spare.get(k).copied().unwrap_or_default();
+                    let f = spare.get(k).copied().unwrap_or_default();
                     let held = held_back.get(k).copied().unwrap_or_default();
                     let own = own_unmet.get(k).copied().unwrap_or_default();
                     // What can go without eating into others' unmet guarantees.
-                    let allowed = (free.saturating_sub(held) + own).min(q);
+                    let allowed = (f.saturating_sub(held) + own).min(q);
                     match room.as_ref().and_then(|r| r.get(k)) {
                         Some(r) => allowed.min(*r),
                         None => allowed,
@@ -735,7 +772,7 @@ impl<C: Clock> Allocator<C> {
                 };
                 if let Some(offer) = self.offer_in_role(a, &role, &cap) {
                     for (k, v) in &offer.resources.unreserved.scalars {
-                        if let Some(f) = unreserved_free.get_mut(k) {
+                        if let Some(f) = free.get_mut(k) {
                             *f = f.saturating_sub(*v);
                         }
                         if let Some(o) = own_unmet.get(k)
