@@ -33,7 +33,7 @@ use std::{
 
 use crate::{
     resources::{Bundle, Quantity, ResourceError, Resources},
-    sorter::DrfSorter,
+    sorter::{ClientId, DrfSorter},
 };
 
 /// Monotonic time for filters.
@@ -188,31 +188,41 @@ impl Agent {
 #[derive(Debug)]
 struct Framework {
     id: String,
-    roles: Vec<String>,
+    roles: Vec<u32>,
     suppressed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Role {
+    name: String,
     frameworks: DrfSorter,
-    weight: f64,
+
+    /// Framework sorter client → framework index.
+    fw_of_client: HashMap<ClientId, usize>,
+    /// This role's client in the role sorter.
+    client: ClientId,
     quota: Option<Quota>,
 }
 
-/// A filter key: (framework index, role, agent index).
-type FilterKey = (usize, String, usize);
+/// A filter key: (framework index, role index, agent index).
+type FilterKey = (usize, u32, usize);
 
 /// The allocator. `C` is the clock.
 pub struct Allocator<C: Clock = SystemClock> {
     clock: C,
     agents: Vec<Agent>,
     agent_index: HashMap<String, usize>,
+    /// Sum of every agent's total.
+    total: Resources,
+    totals_dirty: bool,
     frameworks: Vec<Framework>,
     framework_index: HashMap<String, usize>,
-    roles: BTreeMap<String, Role>,
+    roles: Vec<Role>,
+    role_index: HashMap<String, u32>,
+    role_of_client: HashMap<ClientId, u32>,
     role_sorter: DrfSorter,
     filters: HashMap<FilterKey, Duration>,
-    expiries: BTreeSet<(Duration, usize, String, usize)>,
+    expiries: BTreeSet<(Duration, usize, u32, usize)>,
     /// Number of (framework, role) pairs that can receive offers.
     eligible: usize,
     min: MinAllocatable,
@@ -232,15 +242,27 @@ impl Default for Allocator<SystemClock> {
     }
 }
 
+/// True if `reserved_for` is `role` or one of its ancestors.
+fn reservation_applies(reserved_for: &str, role: &str) -> bool {
+    role == reserved_for
+        || (role.len() > reserved_for.len()
+            && role.starts_with(reserved_for)
+            && role.as_bytes()[reserved_for.len()] == b'/')
+}
+
 impl<C: Clock> Allocator<C> {
     pub fn with_clock(clock: C) -> Self {
         Allocator {
             clock,
             agents: Vec::new(),
             agent_index: HashMap::new(),
+            total: Resources::default(),
+            totals_dirty: false,
             frameworks: Vec::new(),
             framework_index: HashMap::new(),
-            roles: BTreeMap::new(),
+            roles: Vec::new(),
+            role_index: HashMap::new(),
+            role_of_client: HashMap::new(),
             role_sorter: DrfSorter::new(),
             filters: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -260,20 +282,18 @@ impl<C: Clock> Allocator<C> {
         self.min = min;
     }
 
-    fn cluster_total(&self) -> Scalars {
-        let mut t = Resources::default();
-        for a in &self.agents {
-            t.add(&a.total);
-        }
-        t.scalar_totals()
-    }
-
+    /// Gives every sorter the current cluster totals (lazily: adding 10,000
+    /// agents must not re-sort 10,000 times).
     fn refresh_totals(&mut self) {
-        let total = self.cluster_total();
+        if !self.totals_dirty {
+            return;
+        }
+        let total = self.total.scalar_totals();
         self.role_sorter.set_total(total.clone());
-        for r in self.roles.values_mut() {
+        for r in &mut self.roles {
             r.frameworks.set_total(total.clone());
         }
+        self.totals_dirty = false;
     }
 
     /// Adds an agent with its total resources (static reservations included
@@ -285,6 +305,8 @@ impl<C: Clock> Allocator<C> {
         for role in total.reserved.keys() {
             validate_role(role)?;
         }
+        self.total.add(&total);
+        self.totals_dirty = true;
         self.agent_index.insert(id.into(), self.agents.len());
         self.agents.push(Agent {
             id: id.into(),
@@ -292,29 +314,35 @@ impl<C: Clock> Allocator<C> {
             allocated: Resources::default(),
             filtered: 0,
         });
-        self.refresh_totals();
         Ok(())
     }
 
-    fn role_mut(&mut self, role: &str) -> Result<&mut Role, AllocatorError> {
+    fn role_id(&mut self, role: &str) -> Result<u32, AllocatorError> {
         validate_role(role)?;
-        if !self.roles.contains_key(role) {
-            let mut r = Role {
-                weight: 1.0,
-                ..Default::default()
-            };
-            r.frameworks.set_total(self.cluster_total());
-            self.roles.insert(role.to_string(), r);
-            let id = self.role_sorter.add(role);
-            // A role sorts as a client only while it has frameworks.
-            self.role_sorter.deactivate(id);
+        if let Some(&r) = self.role_index.get(role) {
+            return Ok(r);
         }
-        Ok(self.roles.get_mut(role).expect("just inserted"))
+        let idx = self.roles.len() as u32;
+        let mut frameworks = DrfSorter::new();
+        frameworks.set_total(self.total.scalar_totals());
+        let client = self.role_sorter.add(role);
+        // A role sorts as a client only while it has frameworks.
+        self.role_sorter.deactivate(client);
+        self.roles.push(Role {
+            name: role.to_string(),
+            frameworks,
+            fw_of_client: HashMap::new(),
+            client,
+            quota: None,
+        });
+        self.role_index.insert(role.to_string(), idx);
+        self.role_of_client.insert(client, idx);
+        Ok(idx)
     }
 
     /// Declares a role (optional: roles also come into being with frameworks).
     pub fn add_role(&mut self, role: &str) -> Result<(), AllocatorError> {
-        self.role_mut(role).map(drop)
+        self.role_id(role).map(drop)
     }
 
     /// Sets a role's weight (> 0, finite).
@@ -325,10 +353,9 @@ impl<C: Clock> Allocator<C> {
                 weight: weight.to_string(),
             });
         }
-        if !self.roles.contains_key(role) {
+        if !self.role_index.contains_key(role) {
             return Err(AllocatorError::UnknownRole(role.into()));
         }
-        self.roles.get_mut(role).expect("present").weight = weight;
         self.role_sorter.set_weight(role, weight);
         Ok(())
     }
@@ -349,7 +376,8 @@ impl<C: Clock> Allocator<C> {
                 }
             }
         }
-        self.role_mut(role)?.quota = Some(quota);
+        let r = self.role_id(role)?;
+        self.roles[r as usize].quota = Some(quota);
         Ok(())
     }
 
@@ -364,17 +392,22 @@ impl<C: Clock> Allocator<C> {
         for role in roles {
             validate_role(role)?;
         }
+        let f = self.frameworks.len();
+        let mut role_ids = Vec::new();
         for role in roles {
-            self.role_mut(role)?.frameworks.add(id);
-            let rid = self.role_sorter.id(role).expect("role registered");
-            self.role_sorter.activate(rid);
+            let r = self.role_id(role)?;
+            let state = &mut self.roles[r as usize];
+            let client = state.frameworks.add(id);
+            state.fw_of_client.insert(client, f);
+            let rc = state.client;
+            self.role_sorter.activate(rc);
             self.eligible += 1;
+            role_ids.push(r);
         }
-        self.framework_index
-            .insert(id.into(), self.frameworks.len());
+        self.framework_index.insert(id.into(), f);
         self.frameworks.push(Framework {
             id: id.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+            roles: role_ids,
             suppressed: false,
         });
         Ok(())
@@ -394,22 +427,25 @@ impl<C: Clock> Allocator<C> {
             .ok_or_else(|| AllocatorError::UnknownAgent(id.into()))
     }
 
+    fn drop_framework_filters(&mut self, f: usize) {
+        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.0 == f).copied().collect();
+        for k in keys {
+            self.drop_filter(&k);
+        }
+    }
+
     /// Stops offering to a framework until [`Allocator::revive`]. Its filters
     /// are dropped (revive would clear them anyway), so the per-agent filter
     /// counts only ever count eligible frameworks.
     pub fn suppress(&mut self, framework: &str) -> Result<(), AllocatorError> {
         let f = self.framework(framework)?;
-        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.0 == f).cloned().collect();
-        for k in keys {
-            self.drop_filter(&k);
-        }
-
+        self.drop_framework_filters(f);
         if !self.frameworks[f].suppressed {
             self.frameworks[f].suppressed = true;
-            for role in self.frameworks[f].roles.clone() {
-                let r = self.roles.get_mut(&role).expect("subscribed role");
-                let id = r.frameworks.id(framework).expect("client");
-                r.frameworks.deactivate(id);
+            for r in self.frameworks[f].roles.clone() {
+                let sorter = &mut self.roles[r as usize].frameworks;
+                let id = sorter.id(framework).expect("client");
+                sorter.deactivate(id);
                 self.eligible -= 1;
             }
         }
@@ -421,37 +457,34 @@ impl<C: Clock> Allocator<C> {
         let f = self.framework(framework)?;
         if self.frameworks[f].suppressed {
             self.frameworks[f].suppressed = false;
-            for role in self.frameworks[f].roles.clone() {
-                let r = self.roles.get_mut(&role).expect("subscribed role");
-                let id = r.frameworks.id(framework).expect("client");
-                r.frameworks.activate(id);
+            for r in self.frameworks[f].roles.clone() {
+                let sorter = &mut self.roles[r as usize].frameworks;
+                let id = sorter.id(framework).expect("client");
+                sorter.activate(id);
                 self.eligible += 1;
             }
         }
-        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.0 == f).cloned().collect();
-        for k in keys {
-            self.drop_filter(&k);
-        }
+        self.drop_framework_filters(f);
         Ok(())
     }
 
     fn drop_filter(&mut self, k: &FilterKey) {
         if let Some(until) = self.filters.remove(k) {
-            self.expiries.remove(&(until, k.0, k.1.clone(), k.2));
+            self.expiries.remove(&(until, k.0, k.1, k.2));
             self.agents[k.2].filtered -= 1;
         }
     }
 
     fn add_filter(&mut self, k: FilterKey, until: Duration) {
         self.drop_filter(&k);
-        self.expiries.insert((until, k.0, k.1.clone(), k.2));
+        self.expiries.insert((until, k.0, k.1, k.2));
         self.agents[k.2].filtered += 1;
         self.filters.insert(k, until);
     }
 
     fn expire_filters(&mut self) {
         let now = self.clock.now();
-        while let Some(first) = self.expiries.first().cloned() {
+        while let Some(&first) = self.expiries.first() {
             if first.0 > now {
                 break;
             }
@@ -462,29 +495,23 @@ impl<C: Clock> Allocator<C> {
     /// Removes every filter on an agent (e.g. its free resources changed).
     pub fn clear_agent_filters(&mut self, agent: &str) -> Result<(), AllocatorError> {
         let a = self.agent(agent)?;
-        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.2 == a).cloned().collect();
+        let keys: Vec<FilterKey> = self.filters.keys().filter(|k| k.2 == a).copied().collect();
         for k in keys {
             self.drop_filter(&k);
         }
         Ok(())
     }
 
-    fn note_allocated(
-        &mut self,
-        f: usize,
-        role: &str,
-        a: usize,
-        r: &Resources,
-    ) -> Result<(), AllocatorError> {
-        self.agents[a].allocated.add(r);
-        let scalars = r.scalar_totals();
-        let rid = self.role_sorter.id(role).expect("role client");
-        self.role_sorter.allocated(rid, &scalars);
-        let fw = &self.frameworks[f].id;
-        let role_state = self.roles.get_mut(role).expect("role");
-        let fid = role_state.frameworks.id(fw).expect("framework client");
-        role_state.frameworks.allocated(fid, &scalars);
-        Ok(())
+    fn note_allocated(&mut self, f: usize, r: u32, a: usize, res: &Resources) {
+        self.agents[a].allocated.add(res);
+        let scalars = res.scalar_totals();
+        let role = &mut self.roles[r as usize];
+        self.role_sorter.allocated(role.client, &scalars);
+        let fid = role
+            .frameworks
+            .id(&self.frameworks[f].id)
+            .expect("framework client");
+        role.frameworks.allocated(fid, &scalars);
     }
 
     /// Returns resources of an offer (declined or tasks ended). With
@@ -497,27 +524,30 @@ impl<C: Clock> Allocator<C> {
     ) -> Result<(), AllocatorError> {
         let f = self.framework(&offer.framework)?;
         let a = self.agent(&offer.agent)?;
-        if !self.frameworks[f].roles.contains(&offer.role) {
-            return Err(AllocatorError::NotSubscribed {
+        let r = self
+            .role_index
+            .get(&offer.role)
+            .copied()
+            .filter(|r| self.frameworks[f].roles.contains(r))
+            .ok_or_else(|| AllocatorError::NotSubscribed {
                 framework: offer.framework.clone(),
                 role: offer.role.clone(),
-            });
-        }
+            })?;
         self.agents[a].allocated.subtract(&offer.resources)?;
         let scalars = offer.resources.scalar_totals();
-        let rid = self.role_sorter.id(&offer.role).expect("role client");
-        self.role_sorter.unallocated(rid, &scalars);
-        let role_state = self.roles.get_mut(&offer.role).expect("role");
-        let fid = role_state
+        let role = &mut self.roles[r as usize];
+        self.role_sorter.unallocated(role.client, &scalars);
+        let fid = role
             .frameworks
             .id(&offer.framework)
             .expect("framework client");
-        role_state.frameworks.unallocated(fid, &scalars);
+        role.frameworks.unallocated(fid, &scalars);
         if let Some(d) = refuse
             && !d.is_zero()
+            && !self.frameworks[f].suppressed
         {
             let until = self.clock.now() + d;
-            self.add_filter((f, offer.role.clone(), a), until);
+            self.add_filter((f, r, a), until);
         }
         Ok(())
     }
@@ -541,6 +571,12 @@ impl<C: Clock> Allocator<C> {
         agent.total.unreserved.subtract(resources)?;
         agent
             .total
+            .reserved
+            .entry(role.to_string())
+            .or_default()
+            .add(resources);
+        self.total.unreserved.subtract(resources)?;
+        self.total
             .reserved
             .entry(role.to_string())
             .or_default()
@@ -569,6 +605,11 @@ impl<C: Clock> Allocator<C> {
             .subtract(resources)?;
         agent.total.reserved.retain(|_, b| !b.is_empty());
         agent.total.unreserved.add(resources);
+        if let Some(b) = self.total.reserved.get_mut(role) {
+            b.subtract(resources)?;
+        }
+        self.total.reserved.retain(|_, b| !b.is_empty());
+        self.total.unreserved.add(resources);
         Ok(())
     }
 
@@ -602,32 +643,39 @@ impl<C: Clock> Allocator<C> {
         order
     }
 
-    /// Unmet guarantee of each top-level quota role.
-    fn unmet_guarantees(&self) -> BTreeMap<String, Scalars> {
-        let mut out = BTreeMap::new();
-        for (role, state) in &self.roles {
-            let Some(q) = &state.quota else { continue };
-            let consumed = self.role_sorter.allocation(role);
-            let unmet: Scalars = q
-                .guarantee
-                .iter()
-                .filter_map(|(k, g)| {
-                    let left = g.saturating_sub(consumed.get(k).copied().unwrap_or_default());
-                    (!left.is_zero()).then(|| (k.clone(), left))
-                })
-                .collect();
-            if !unmet.is_empty() {
-                out.insert(role.clone(), unmet);
-            }
-        }
-        out
+    /// For each role: the index of its top-level role if that one has a quota.
+    fn quota_top(&self) -> Vec<Option<u32>> {
+        self.roles
+            .iter()
+            .map(|r| {
+                let top = top_level(&r.name);
+                let t = *self.role_index.get(top)?;
+                self.roles[t as usize].quota.is_some().then_some(t)
+            })
+            .collect()
     }
 
-    /// Room under a role's quota limit, per limited scalar.
-    fn limit_room(&self, role: &str) -> Option<Scalars> {
-        let top = top_level(role);
-        let limit = self.roles.get(top)?.quota.as_ref()?.limit.as_ref()?;
-        let consumed = self.role_sorter.allocation(top);
+    /// Unmet guarantee of a top-level quota role.
+    fn unmet_of(&self, top: u32) -> Scalars {
+        let role = &self.roles[top as usize];
+        let Some(q) = &role.quota else {
+            return BTreeMap::new();
+        };
+        let consumed = self.role_sorter.allocation(&role.name);
+        q.guarantee
+            .iter()
+            .filter_map(|(k, g)| {
+                let left = g.saturating_sub(consumed.get(k).copied().unwrap_or_default());
+                (!left.is_zero()).then(|| (k.clone(), left))
+            })
+            .collect()
+    }
+
+    /// Room under a top-level role's quota limit, per limited scalar.
+    fn limit_room(&self, top: Option<u32>) -> Option<Scalars> {
+        let role = &self.roles[top? as usize];
+        let limit = role.quota.as_ref()?.limit.as_ref()?;
+        let consumed = self.role_sorter.allocation(&role.name);
         Some(
             limit
                 .iter()
@@ -641,19 +689,19 @@ impl<C: Clock> Allocator<C> {
         )
     }
 
-    /// What an agent can offer `role`: reservations of the role and its
+    /// What `available` can offer role `r`: reservations of the role and its
     /// ancestors, plus unreserved resources capped per scalar by `cap`.
     fn offerable(
         &self,
-        a: usize,
-        role: &str,
+        available: &Resources,
+        r: u32,
         cap: &dyn Fn(&str, Quantity) -> Quantity,
     ) -> Resources {
-        let available = self.agents[a].available();
+        let role = &self.roles[r as usize].name;
         let mut offer = Resources::default();
-        for (r, bundle) in &available.reserved {
-            if role == r || role.starts_with(&format!("{r}/")) {
-                offer.reserved.insert(r.clone(), bundle.clone());
+        for (reserved_for, bundle) in &available.reserved {
+            if reservation_applies(reserved_for, role) {
+                offer.reserved.insert(reserved_for.clone(), bundle.clone());
             }
         }
         let mut unreserved = Bundle::default();
@@ -671,56 +719,111 @@ impl<C: Clock> Allocator<C> {
         offer
     }
 
-    fn required_headroom(unmet: &BTreeMap<String, Scalars>) -> Scalars {
-        let mut required: Scalars = BTreeMap::new();
-        for need in unmet.values() {
-            for (k, v) in need {
-                *required.entry(k.clone()).or_default() += *v;
-            }
+    /// Offers `available` (of agent `a`) to the first eligible framework of
+    /// role `r`, if allocatable; the offer is allocated and `available` shrinks.
+    fn offer_in_role(
+        &mut self,
+        a: usize,
+        r: u32,
+        available: &mut Resources,
+        cap: &dyn Fn(&str, Quantity) -> Quantity,
+    ) -> Option<Offer> {
+        let resources = self.offerable(available, r, cap);
+        if resources.is_empty() || !self.min.allows(&resources) {
+            return None;
         }
-        required
+        let chosen = {
+            let role = &mut self.roles[r as usize];
+            let filters = &self.filters;
+            let fw_of_client = &role.fw_of_client;
+            let client = role
+                .frameworks
+                .find_first(|c| !filters.contains_key(&(fw_of_client[&c], r, a)))?;
+            fw_of_client[&client]
+        };
+
+        self.note_allocated(chosen, r, a, &resources);
+        available
+            .subtract(&resources)
+            .expect("offered from available");
+        Some(Offer {
+            framework: self.frameworks[chosen].id.clone(),
+            role: self.roles[r as usize].name.clone(),
+            agent: self.agents[a].id.clone(),
+            resources,
+        })
     }
 
     fn unreserved_free(&self) -> Scalars {
         let mut free: Scalars = BTreeMap::new();
         for agent in &self.agents {
-            for (k, v) in &agent.available().unreserved.scalars {
+            for (k, v) in &agent.total.unreserved.scalars {
                 *free.entry(k.clone()).or_default() += *v;
+            }
+            for (k, v) in &agent.allocated.unreserved.scalars {
+                if let Some(f) = free.get_mut(k) {
+                    *f = f.saturating_sub(*v);
+                }
             }
         }
         free
     }
 
+    /// Role sorter order as role indices.
+    fn role_order(&mut self) -> Vec<u32> {
+        let ids = self.role_sorter.sort();
+        ids.iter().map(|c| self.role_of_client[c]).collect()
+    }
+
     /// One allocation cycle: returns the offers made (their resources are
     /// allocated until recovered).
     pub fn allocate(&mut self) -> Vec<Offer> {
+        self.refresh_totals();
         self.expire_filters();
         let mut offers = Vec::new();
         let order = self.agent_order();
         let mut free = self.unreserved_free();
+        let quota_top = self.quota_top();
+        let mut unmet: BTreeMap<u32, Scalars> = BTreeMap::new();
+        for (i, r) in self.roles.iter().enumerate() {
+            if r.quota.is_some() {
+                let u = self.unmet_of(i as u32);
+                if !u.is_empty() {
+                    unmet.insert(i as u32, u);
+                }
+            }
+        }
+        let mut required = Scalars::new();
+        for need in unmet.values() {
+            for (k, v) in need {
+                *required.entry(k.clone()).or_default() += *v;
+            }
+        }
 
         // Stage 1: roles whose top-level role has an unmet guarantee get the
-        // guaranteed resource kinds up to what the guarantee still needs, and
-        // other kinds as far as no other unmet guarantee needs them.
-        let mut unmet = self.unmet_guarantees();
+        // guaranteed kinds up to what the guarantee still needs, and other
+        // kinds as far as no unmet guarantee needs them.
         if !unmet.is_empty() {
             for &a in &order {
                 if unmet.is_empty() {
                     break;
                 }
-                let roles: Vec<String> = self.role_sorter.sorted_paths();
-                for role in roles {
-                    let top = top_level(&role).to_string();
-                    let Some(need) = unmet.get(&top).cloned() else {
+                let mut available = self.agents[a].available();
+                for r in self.role_order() {
+                    if !self.min.allows(&available) {
+                        break;
+                    }
+                    let Some(top) = quota_top[r as usize] else {
                         continue;
                     };
-                    let room = self.limit_room(&role);
-                    let required = Self::required_headroom(&unmet);
-                    let spare = free.clone();
+                    let Some(need) = unmet.get(&top) else {
+                        continue;
+                    };
+                    let room = self.limit_room(Some(top));
                     let cap = |k: &str, q: Quantity| {
                         let allowed = match need.get(k) {
                             Some(n) => (*n).min(q),
-                            None => spare
+                            None => free
                                 .get(k)
                                 .copied()
                                 .unwrap_or_default()
@@ -732,36 +835,46 @@ impl<C: Clock> Allocator<C> {
                             None => allowed,
                         }
                     };
-                    if let Some(offer) = self.offer_in_role(a, &role, &cap) {
-                        for (k, v) in &offer.resources.unreserved.scalars {
-                            if let Some(f) = free.get_mut(k) {
-                                *f = f.saturating_sub(*v);
-                            }
+                    let Some(offer) = self.offer_in_role(a, r, &mut available, &cap) else {
+                        continue;
+                    };
+                    for (k, v) in &offer.resources.unreserved.scalars {
+                        if let Some(f) = free.get_mut(k) {
+                            *f = f.saturating_sub(*v);
                         }
-                        offers.push(offer);
-                        unmet = self.unmet_guarantees();
                     }
+                    let before = unmet.remove(&top).unwrap_or_default();
+                    let after = self.unmet_of(top);
+                    for (k, v) in &before {
+                        let now = after.get(k).copied().unwrap_or_default();
+                        if let Some(req) = required.get_mut(k) {
+                            *req = req.saturating_sub(v.saturating_sub(now));
+                        }
+                    }
+                    if !after.is_empty() {
+                        unmet.insert(top, after);
+                    }
+                    offers.push(offer);
                 }
             }
         }
 
         // Stage 2: everyone, holding back headroom for unmet guarantees.
-        let unmet = self.unmet_guarantees();
-        let mut required = Self::required_headroom(&unmet);
         for &a in &order {
             if self.eligible == 0 || self.agents[a].filtered >= self.eligible {
                 continue;
             }
-            let roles: Vec<String> = self.role_sorter.sorted_paths();
-            for role in roles {
-                let top = top_level(&role).to_string();
-                let own_unmet = unmet.get(&top).cloned().unwrap_or_default();
-                let room = self.limit_room(&role);
-                let spare = free.clone();
-                let held_back = required.clone();
+            let mut available = self.agents[a].available();
+            for r in self.role_order() {
+                if !self.min.allows(&available) {
+                    break;
+                }
+                let top = quota_top[r as usize];
+                let own_unmet = top.and_then(|t| unmet.get(&t)).cloned().unwrap_or_default();
+                let room = self.limit_room(top);
                 let cap = |k: &str, q: Quantity| {
-                    let f = spare.get(k).copied().unwrap_or_default();
-                    let held = held_back.get(k).copied().unwrap_or_default();
+                    let f = free.get(k).copied().unwrap_or_default();
+                    let held = required.get(k).copied().unwrap_or_default();
                     let own = own_unmet.get(k).copied().unwrap_or_default();
                     // What can go without eating into others' unmet guarantees.
                     let allowed = (f.saturating_sub(held) + own).min(q);
@@ -770,56 +883,30 @@ impl<C: Clock> Allocator<C> {
                         None => allowed,
                     }
                 };
-                if let Some(offer) = self.offer_in_role(a, &role, &cap) {
-                    for (k, v) in &offer.resources.unreserved.scalars {
-                        if let Some(f) = free.get_mut(k) {
-                            *f = f.saturating_sub(*v);
-                        }
-                        if let Some(o) = own_unmet.get(k)
-                            && let Some(req) = required.get_mut(k)
-                        {
-                            *req = req.saturating_sub((*v).min(*o));
-                        }
+                let Some(offer) = self.offer_in_role(a, r, &mut available, &cap) else {
+                    continue;
+                };
+                for (k, v) in &offer.resources.unreserved.scalars {
+                    if let Some(f) = free.get_mut(k) {
+                        *f = f.saturating_sub(*v);
                     }
-                    offers.push(offer);
+                    if let Some(o) = own_unmet.get(k)
+                        && let Some(req) = required.get_mut(k)
+                    {
+                        *req = req.saturating_sub((*v).min(*o));
+                    }
                 }
+                if let Some(t) = top {
+                    let u = self.unmet_of(t);
+                    if u.is_empty() {
+                        unmet.remove(&t);
+                    } else {
+                        unmet.insert(t, u);
+                    }
+                }
+                offers.push(offer);
             }
         }
         offers
-    }
-
-    /// Offers agent `a` to the first eligible framework of `role`, if the
-    /// offer is allocatable. The offer is allocated.
-    fn offer_in_role(
-        &mut self,
-        a: usize,
-        role: &str,
-        cap: &dyn Fn(&str, Quantity) -> Quantity,
-    ) -> Option<Offer> {
-        let resources = self.offerable(a, role, cap);
-        if resources.is_empty() || !self.min.allows(&resources) {
-            return None;
-        }
-        let candidates: Vec<String> = {
-            let sorter = &mut self.roles.get_mut(role)?.frameworks;
-            let ids = sorter.sort().to_vec();
-            ids.into_iter()
-                .map(|i| sorter.path(i).to_string())
-                .collect()
-        };
-        for fw in candidates {
-            let f = self.framework_index[&fw];
-            if self.filters.contains_key(&(f, role.to_string(), a)) {
-                continue;
-            }
-            self.note_allocated(f, role, a, &resources).ok()?;
-            return Some(Offer {
-                framework: fw,
-                role: role.to_string(),
-                agent: self.agents[a].id.clone(),
-                resources,
-            });
-        }
-        None
     }
 }

@@ -338,6 +338,33 @@ impl DrfSorter {
         self.cache.as_deref().expect("just computed")
     }
 
+    fn find_in(&mut self, i: usize, pred: &mut dyn FnMut(ClientId) -> bool) -> Option<ClientId> {
+        if self.nodes[i].dirty {
+            self.sort_children(i);
+        }
+        for k in 0..self.nodes[i].children.len() {
+            let c = self.nodes[i].children[k];
+            if self.nodes[c].removed {
+                continue;
+            }
+            if self.nodes[c].leaf {
+                if self.nodes[c].active && pred(c) {
+                    return Some(c);
+                }
+            } else if let Some(found) = self.find_in(c, pred) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    /// The first active client in allocation order for which `pred` holds,
+    /// without materialising the whole order (an allocation loop usually
+    /// stops at the first or second client).
+    pub fn find_first(&mut self, mut pred: impl FnMut(ClientId) -> bool) -> Option<ClientId> {
+        self.find_in(0, &mut pred)
+    }
+
     /// Active client paths in allocation order.
     pub fn sorted_paths(&mut self) -> Vec<String> {
         let ids = self.sort().to_vec();

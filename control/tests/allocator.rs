@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use garrison_control::{
     allocator::{Allocator, AllocatorError, ManualClock, Offer, Quota},
-    resources::{Bundle, Quantity, Resources},
+    resources::{Bundle, Quantity, ResourceError, Resources},
     simulate::simulate,
 };
 
@@ -252,8 +252,14 @@ fn tiny_remainders_are_not_offered() {
 fn invalid_inputs_are_typed_errors() {
     let clock = ManualClock::default();
     let mut a = Allocator::with_clock(clock.clone());
-    assert!(matches!(Resources::parse("cpus:NaN"), Err(_)));
-    assert!(matches!(Resources::scalars(&[("cpus", -1.0)]), Err(_)));
+    assert!(matches!(
+        Resources::parse("cpus:NaN"),
+        Err(ResourceError::BadScalar { .. })
+    ));
+    assert!(matches!(
+        Resources::scalars(&[("cpus", -1.0)]),
+        Err(ResourceError::BadScalar { .. })
+    ));
     assert_eq!(
         a.set_weight("nobody", 2.0),
         Err(AllocatorError::UnknownRole("nobody".into()))

@@ -21,6 +21,7 @@ use crate::{
     lab::{self, BACKEND_PORT, Lab},
 };
 
+mod allocator;
 mod update;
 
 const VIP: &str = "11.1.2.3:80";
@@ -28,6 +29,7 @@ const VIP: &str = "11.1.2.3:80";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
     Dataplane,
+    Allocator,
 }
 
 #[derive(Args, Debug)]
@@ -341,6 +343,15 @@ fn machine() -> String {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Dataplane => dataplane(args),
+        Suite::Allocator => {
+            let table = allocator::run()?;
+            println!("{table}");
+            if !args.no_write {
+                write_section_named("allocator", &table)?;
+                println!("bench: wrote docs/benchmarks.md");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -483,20 +494,27 @@ fn render(rows: &[Row], args: &BenchArgs, command: &str) -> String {
     s
 }
 
-const BEGIN: &str = "<!-- bench:dataplane:begin -->";
-const END: &str = "<!-- bench:dataplane:end -->";
-
-fn write_section(table: &str) -> Result<()> {
+/// Replaces the text between `<!-- bench:NAME:begin -->` and
+/// `<!-- bench:NAME:end -->` in docs/benchmarks.md.
+fn write_section_named(name: &str, table: &str) -> Result<()> {
     let path = cmd::root().join("docs/benchmarks.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        format!("# Benchmarks\n\n## Data path: direct vs Garrison eBPF VIP\n\n{BEGIN}\n{END}\n")
-    });
-    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-        bail!("{} lacks the {BEGIN} … {END} markers", path.display());
+    let begin = format!("<!-- bench:{name}:begin -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+    let new = match (doc.find(&begin), doc.find(&end)) {
+        (Some(b), Some(e)) => format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]),
+        (None, None) => format!("{}\n{begin}\n{table}{end}\n", doc.trim_end()),
+        _ => bail!(
+            "{} has only one of the {begin} … {end} markers",
+            path.display()
+        ),
     };
-    let new = format!("{}{BEGIN}\n{table}{}", &doc[..b], &doc[e..]);
     std::fs::write(&path, new)?;
     Ok(())
+}
+
+fn write_section(table: &str) -> Result<()> {
+    write_section_named("dataplane", table)
 }
 
 #[cfg(test)]
