@@ -33,7 +33,7 @@ use std::{
 
 use crate::{
     resources::{Bundle, Quantity, ResourceError, Resources},
-    sorter::{ClientId, DrfSorter},
+    sorter::{ClientId, DrfSorter, RandomSorter},
 };
 
 /// Monotonic time for filters.
@@ -228,6 +228,17 @@ pub struct Allocator<C: Clock = SystemClock> {
     min: MinAllocatable,
     seed: u64,
     cycle: u64,
+    /// `Some`: roles are ordered by a weighted shuffle instead of DRF.
+    random_roles: Option<RandomSorter>,
+}
+
+/// How roles are ordered in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleOrder {
+    /// Hierarchical DRF (the default, as Mesos).
+    Drf,
+    /// A weighted random shuffle per agent (Mesos' `random` sorter), seeded.
+    Random { seed: u64 },
 }
 
 impl Allocator<SystemClock> {
@@ -270,7 +281,23 @@ impl<C: Clock> Allocator<C> {
             min: MinAllocatable::default(),
             seed: 0x9E37_79B9_7F4A_7C15,
             cycle: 0,
+            random_roles: None,
         }
+    }
+
+    /// Chooses how roles are ordered (frameworks within a role stay DRF).
+    pub fn set_role_order(&mut self, order: RoleOrder) {
+        self.random_roles = match order {
+            RoleOrder::Drf => None,
+            RoleOrder::Random { seed } => {
+                let mut r = RandomSorter::new(seed);
+                for role in &self.roles {
+                    r.add(&role.name, self.role_sorter.weight(&role.name));
+                    r.set_active(&role.name, self.role_sorter.is_active(role.client));
+                }
+                Some(r)
+            }
+        };
     }
 
     /// Seed of the agent visiting order (deterministic for a given seed).
@@ -328,6 +355,10 @@ impl<C: Clock> Allocator<C> {
         let client = self.role_sorter.add(role);
         // A role sorts as a client only while it has frameworks.
         self.role_sorter.deactivate(client);
+        if let Some(r) = self.random_roles.as_mut() {
+            r.add(role, 1.0);
+            r.set_active(role, false);
+        }
         self.roles.push(Role {
             name: role.to_string(),
             frameworks,
@@ -357,6 +388,9 @@ impl<C: Clock> Allocator<C> {
             return Err(AllocatorError::UnknownRole(role.into()));
         }
         self.role_sorter.set_weight(role, weight);
+        if let Some(r) = self.random_roles.as_mut() {
+            r.set_weight(role, weight);
+        }
         Ok(())
     }
 
@@ -401,6 +435,9 @@ impl<C: Clock> Allocator<C> {
             state.fw_of_client.insert(client, f);
             let rc = state.client;
             self.role_sorter.activate(rc);
+            if let Some(r) = self.random_roles.as_mut() {
+                r.set_active(role, true);
+            }
             self.eligible += 1;
             role_ids.push(r);
         }
@@ -769,8 +806,11 @@ impl<C: Clock> Allocator<C> {
         free
     }
 
-    /// Role sorter order as role indices.
+    /// Role order as role indices.
     fn role_order(&mut self) -> Vec<u32> {
+        if let Some(r) = self.random_roles.as_mut() {
+            return r.sort().iter().map(|name| self.role_index[name]).collect();
+        }
         let ids = self.role_sorter.sort();
         ids.iter().map(|c| self.role_of_client[c]).collect()
     }

@@ -119,6 +119,11 @@ impl DrfSorter {
         self.cache = None;
     }
 
+    /// The weight set for a path (1 unless set).
+    pub fn weight(&self, path: &str) -> f64 {
+        self.weights.get(path).copied().unwrap_or(1.0)
+    }
+
     fn weight_of(&self, node: &Node) -> f64 {
         // A virtual leaf `a/.` carries the weight of `a`.
         let path = node.path.strip_suffix("/.").unwrap_or(&node.path);
@@ -392,6 +397,12 @@ impl RandomSorter {
     pub fn add(&mut self, path: &str, weight: f64) {
         if !self.clients.iter().any(|c| c.0 == path) {
             self.clients.push((path.to_string(), weight, true));
+        }
+    }
+
+    pub fn set_weight(&mut self, path: &str, weight: f64) {
+        if let Some(c) = self.clients.iter_mut().find(|c| c.0 == path) {
+            c.1 = weight;
         }
     }
 

@@ -326,3 +326,54 @@ fn invalid_inputs_are_typed_errors() {
         .is_err()
     );
 }
+
+#[test]
+fn random_role_order_follows_weights() {
+    use garrison_control::allocator::RoleOrder;
+    // One 1-CPU agent per cycle decision: who gets it first, over many cycles.
+    let clock = ManualClock::default();
+    let mut a = Allocator::with_clock(clock.clone());
+    a.add_agent("a1", res("cpus:1;mem:1024")).unwrap();
+    a.add_framework("heavy", &["heavy"]).unwrap();
+    a.add_framework("light", &["light"]).unwrap();
+    a.set_weight("heavy", 4.0).unwrap();
+    a.set_role_order(RoleOrder::Random { seed: 7 });
+    let mut heavy = 0;
+    for _ in 0..1000 {
+        let offers = a.allocate();
+        assert_eq!(offers.len(), 1);
+        if offers[0].framework == "heavy" {
+            heavy += 1;
+        }
+        a.recover(&offers[0], None).unwrap();
+    }
+    assert!(
+        (700..=900).contains(&heavy),
+        "{heavy} of 1000 (expected ~800)"
+    );
+}
+
+#[test]
+fn simulate_cli_prints_the_papers_answer() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drf-paper.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-control"))
+        .args(["simulate", fixture, "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["frameworks"]["A"]["tasks"], 3);
+    assert_eq!(json["frameworks"]["B"]["tasks"], 2);
+    assert_eq!(json["frameworks"]["A"]["dominant_share"], 0.6667);
+    assert!(json["cycles"].as_u64().unwrap() >= 5);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-control"))
+        .args(["simulate", "/nonexistent.json"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.json"));
+}
