@@ -75,11 +75,18 @@ pub struct Config {
     pub dns_domain: String,
     pub state_dir: PathBuf,
     pub cleanup_on_exit: bool,
+    pub sources: SourcesConfig,
+}
+
+/// The validated `[sources]` table.
+#[derive(Debug, Clone)]
+pub struct SourcesConfig {
     pub vips_file: Option<PathBuf>,
     pub vips_poll: Duration,
     pub mesos_state: Vec<String>,
     pub mesos_poll: Duration,
     pub mesos_timeout: Duration,
+    /// How long a failing source keeps its last good table.
     pub grace: Duration,
 }
 
@@ -223,12 +230,14 @@ impl RawConfig {
             dns_domain,
             state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
-            vips_file: s.vips_file,
-            vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,
-            mesos_state,
-            mesos_poll: ms("sources.mesos_poll_ms", s.mesos_poll_ms, 2000, 50)?,
-            mesos_timeout: ms("sources.mesos_timeout_ms", s.mesos_timeout_ms, 5000, 50)?,
-            grace: Duration::from_secs(s.grace_secs.unwrap_or(60)),
+            sources: SourcesConfig {
+                vips_file: s.vips_file,
+                vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,
+                mesos_state,
+                mesos_poll: ms("sources.mesos_poll_ms", s.mesos_poll_ms, 2000, 50)?,
+                mesos_timeout: ms("sources.mesos_timeout_ms", s.mesos_timeout_ms, 5000, 50)?,
+                grace: Duration::from_secs(s.grace_secs.unwrap_or(60)),
+            },
         })
     }
 }
@@ -263,8 +272,8 @@ mod tests {
         assert_eq!(c.dataplane, DataplaneKind::Auto);
         assert_eq!(c.named_vip_range.to_string(), "11.0.0.0/8");
         assert_eq!(c.dns_domain, "l4lb.thisdcos.directory");
-        assert_eq!(c.mesos_poll, Duration::from_secs(2));
-        assert_eq!(c.grace, Duration::from_secs(60));
+        assert_eq!(c.sources.mesos_poll, Duration::from_secs(2));
+        assert_eq!(c.sources.grace, Duration::from_secs(60));
     }
 
     #[test]
@@ -280,8 +289,8 @@ mod tests {
         };
         let c = file.overlay(flags).validate().unwrap();
         assert_eq!(c.api.port(), 9001, "flags win");
-        assert_eq!(c.mesos_state, ["http://10.0.0.1:5051/state"]);
-        assert_eq!(c.grace, Duration::from_secs(5));
+        assert_eq!(c.sources.mesos_state, ["http://10.0.0.1:5051/state"]);
+        assert_eq!(c.sources.grace, Duration::from_secs(5));
     }
 
     #[test]

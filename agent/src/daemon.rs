@@ -22,6 +22,7 @@ use tokio::{
 
 use crate::{
     api::{self, views::Snapshot},
+    config::SourcesConfig,
     dataplane::{Dataplane, EbpfError},
     metrics::AgentMetrics,
     sources::{
@@ -114,12 +115,7 @@ pub struct NamedVips {
 /// What the loop watches.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub vips_file: Option<PathBuf>,
-    pub vips_poll: Duration,
-    pub mesos_state: Vec<String>,
-    pub mesos_poll: Duration,
-    pub mesos_timeout: Duration,
-    pub grace: Duration,
+    pub sources: SourcesConfig,
     pub named: NamedVips,
 }
 
@@ -376,20 +372,21 @@ pub async fn run(
         });
     let server = tokio::spawn(async move { server.await });
 
-    let mut merger = Merger::new(config.grace);
+    let sources = &config.sources;
+    let mut merger = Merger::new(sources.grace);
     let (tx, mut rx) = mpsc::channel::<Update>(64);
     let mut pollers = Vec::new();
-    for url in &config.mesos_state {
+    for url in &sources.mesos_state {
         merger.register(&format!("mesos {url}"));
         pollers.push(tokio::spawn(poll_mesos(
             url.clone(),
-            config.mesos_poll,
-            config.mesos_timeout,
+            sources.mesos_poll,
+            sources.mesos_timeout,
             tx.clone(),
         )));
     }
     drop(tx);
-    let mut file = config.vips_file.clone().map(FileSource::new);
+    let mut file = sources.vips_file.clone().map(FileSource::new);
     if file.is_some() {
         merger.register("file");
     }
@@ -406,7 +403,7 @@ pub async fn run(
         rec.on_file(src, true);
     }
     let mut hup = signal(SignalKind::hangup())?;
-    let mut file_tick = tokio::time::interval(config.vips_poll);
+    let mut file_tick = tokio::time::interval(sources.vips_poll);
     let mut grace_tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {

@@ -7,7 +7,8 @@
 //! - [`sources`] — where backends come from (the VIP file today).
 //! - [`api`] — the HTTP API on 127.0.0.1:61421 (`/vips`, `/vip/..`, `/v1/vips`).
 //! - [`daemon`] — the run loop tying sources, data plane and API together.
-//! - [`sys`] — host facts (mount points).
+//! - [`sys`] — host facts (mount points); [`digest`] — the one stable hash.
+//! - [`config`] — the TOML configuration and its validation; [`metrics`] — agent counters.
 //!
 //! Decisions live in `vip`, `dataplane::plan` and `api::views`; effects
 //! (syscalls, maps, sockets, files) live in `dataplane::ebpf`, `sources`,
@@ -16,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod digest;
 pub mod metrics;
 pub mod sources;
 pub mod sys;

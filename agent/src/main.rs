@@ -157,12 +157,7 @@ fn run_agent(config: Config) -> Result<()> {
     let shared = Arc::new(Shared::new(Box::new(dp), initial));
     let api: SocketAddr = config.api;
     let run_config = RunConfig {
-        vips_file: config.vips_file.clone(),
-        vips_poll: config.vips_poll,
-        mesos_state: config.mesos_state.clone(),
-        mesos_poll: config.mesos_poll,
-        mesos_timeout: config.mesos_timeout,
-        grace: config.grace,
+        sources: config.sources.clone(),
         named: NamedVips {
             range: config.named_vip_range,
             zone: config.dns_domain.clone(),

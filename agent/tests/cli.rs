@@ -80,5 +80,5 @@ fn the_shipped_example_config_parses() {
     let text = std::fs::read_to_string(path).unwrap();
     let raw = garrison_agent::config::parse(path, &text).expect("example parses");
     let config = raw.validate().expect("example validates");
-    assert_eq!(config.mesos_state, ["http://127.0.0.1:5051/state"]);
+    assert_eq!(config.sources.mesos_state, ["http://127.0.0.1:5051/state"]);
 }

@@ -38,15 +38,34 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
     (p(0.5), p(0.99), *ms.last().unwrap())
 }
 
-fn scenario_a(agents: usize, frameworks: usize, cycles: usize) -> Vec<f64> {
-    let clock = ManualClock::default();
-    let mut alloc = Allocator::with_clock(clock.clone());
+/// `agents` agents of `cpus:24;mem:4096;disk:4096;ports:[31000-32000]`.
+fn cluster(agents: usize) -> Allocator<ManualClock> {
+    let mut alloc = Allocator::with_clock(ManualClock::default());
     let total = Resources::parse("cpus:24;mem:4096;disk:4096;ports:[31000-32000]").unwrap();
     for i in 0..agents {
         alloc
             .add_agent(&format!("agent-{i}"), total.clone())
             .unwrap();
     }
+    alloc
+}
+
+/// Times `cycles` allocation cycles; every offer is declined with a long filter.
+fn timed_cycles(alloc: &mut Allocator<ManualClock>, cycles: usize) -> Vec<f64> {
+    let mut times = Vec::new();
+    for _ in 0..cycles {
+        let t = Instant::now();
+        let offers = alloc.allocate();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        for o in &offers {
+            alloc.recover(o, Some(Duration::from_secs(86_400))).unwrap();
+        }
+    }
+    times
+}
+
+fn scenario_a(agents: usize, frameworks: usize, cycles: usize) -> Vec<f64> {
+    let mut alloc = cluster(agents);
     // 16 cpus of each agent in use: a lone framework is offered every agent,
     // keeps 16 cpus of each and returns the rest.
     alloc.add_framework("holder", &["used"]).unwrap();
@@ -73,27 +92,11 @@ fn scenario_a(agents: usize, frameworks: usize, cycles: usize) -> Vec<f64> {
     for f in 0..frameworks {
         alloc.add_framework(&format!("fw-{f}"), &["role"]).unwrap();
     }
-    let mut times = Vec::new();
-    for _ in 0..cycles {
-        let t = Instant::now();
-        let offers = alloc.allocate();
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        for o in &offers {
-            alloc.recover(o, Some(Duration::from_secs(86_400))).unwrap();
-        }
-    }
-    times
+    timed_cycles(&mut alloc, cycles)
 }
 
 fn scenario_b(agents: usize, roles: usize, cycles: usize) -> Vec<f64> {
-    let clock = ManualClock::default();
-    let mut alloc = Allocator::with_clock(clock.clone());
-    let total = Resources::parse("cpus:24;mem:4096;disk:4096;ports:[31000-32000]").unwrap();
-    for i in 0..agents {
-        alloc
-            .add_agent(&format!("agent-{i}"), total.clone())
-            .unwrap();
-    }
+    let mut alloc = cluster(agents);
     for r in 0..roles {
         let role = format!("role-{r}");
         alloc
@@ -113,18 +116,7 @@ fn scenario_b(agents: usize, roles: usize, cycles: usize) -> Vec<f64> {
             )
             .unwrap();
     }
-    let mut times = Vec::new();
-    for _ in 0..cycles {
-        let t = Instant::now();
-        let offers = alloc.allocate();
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        // Frameworks decline with a long filter, so later cycles measure the
-        // steady state of a busy cluster.
-        for o in &offers {
-            alloc.recover(o, Some(Duration::from_secs(86_400))).unwrap();
-        }
-    }
-    times
+    timed_cycles(&mut alloc, cycles)
 }
 
 fn main() {

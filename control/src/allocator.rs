@@ -253,6 +253,14 @@ impl Default for Allocator<SystemClock> {
     }
 }
 
+/// `q` capped by the room left under a quota limit for resource `k`.
+fn within_room(room: Option<&Scalars>, k: &str, q: Quantity) -> Quantity {
+    match room.and_then(|r| r.get(k)) {
+        Some(r) => q.min(*r),
+        None => q,
+    }
+}
+
 /// True if `reserved_for` is `role` or one of its ancestors.
 fn reservation_applies(reserved_for: &str, role: &str) -> bool {
     role == reserved_for
@@ -870,10 +878,7 @@ impl<C: Clock> Allocator<C> {
                                 .saturating_sub(required.get(k).copied().unwrap_or_default())
                                 .min(q),
                         };
-                        match room.as_ref().and_then(|r| r.get(k)) {
-                            Some(r) => allowed.min(*r),
-                            None => allowed,
-                        }
+                        within_room(room.as_ref(), k, allowed)
                     };
                     let Some(offer) = self.offer_in_role(a, r, &mut available, &cap) else {
                         continue;
@@ -918,10 +923,7 @@ impl<C: Clock> Allocator<C> {
                     let own = own_unmet.get(k).copied().unwrap_or_default();
                     // What can go without eating into others' unmet guarantees.
                     let allowed = (f.saturating_sub(held) + own).min(q);
-                    match room.as_ref().and_then(|r| r.get(k)) {
-                        Some(r) => allowed.min(*r),
-                        None => allowed,
-                    }
+                    within_room(room.as_ref(), k, allowed)
                 };
                 let Some(offer) = self.offer_in_role(a, r, &mut available, &cap) else {
                     continue;

@@ -75,6 +75,11 @@ impl Default for DrfSorter {
     }
 }
 
+/// `"a/b/c"` → (`"a/b"`, `"c"`); a top-level path has the root `""` as parent.
+fn split_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
 fn key_cmp(a: &Node, b: &Node) -> Ordering {
     a.share
         .total_cmp(&b.share)
@@ -168,19 +173,22 @@ impl DrfSorter {
         self.cache = None;
     }
 
+    /// Appends a node under `parent` (whose order then needs a re-sort).
+    fn push_node(&mut self, name: &str, path: &str, parent: usize, leaf: bool) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(Node::new(name, path, Some(parent), leaf));
+        self.nodes[parent].children.push(id);
+        self.nodes[parent].dirty = true;
+        id
+    }
+
     fn internal(&mut self, path: &str) -> usize {
         if let Some(&i) = self.internals.get(path) {
             return i;
         }
-        let (parent_path, name) = match path.rsplit_once('/') {
-            Some((p, n)) => (p, n),
-            None => ("", path),
-        };
+        let (parent_path, name) = split_path(path);
         let parent = self.internal(parent_path);
-        let id = self.nodes.len();
-        self.nodes.push(Node::new(name, path, Some(parent), false));
-        self.nodes[parent].children.push(id);
-        self.nodes[parent].dirty = true;
+        let id = self.push_node(name, path, parent, false);
         self.internals.insert(path.to_string(), id);
         // A client with this very path becomes the virtual leaf `path/.`.
         if let Some(leaf) = self.clients.get(path).copied() {
@@ -203,23 +211,13 @@ impl DrfSorter {
         if let Some(&c) = self.clients.get(path) {
             return c;
         }
-        let (parent_path, name) = match path.rsplit_once('/') {
-            Some((p, n)) => (p, n),
-            None => ("", path),
-        };
+        let (parent_path, name) = split_path(path);
         let parent = self.internal(parent_path);
-        let id = self.nodes.len();
-        if let Some(&internal) = self.internals.get(path) {
+        let id = match self.internals.get(path) {
             // Already a parent: the client's own allocation lives in `path/.`.
-            self.nodes
-                .push(Node::new(".", &format!("{path}/."), Some(internal), true));
-            self.nodes[internal].children.push(id);
-            self.nodes[internal].dirty = true;
-        } else {
-            self.nodes.push(Node::new(name, path, Some(parent), true));
-            self.nodes[parent].children.push(id);
-            self.nodes[parent].dirty = true;
-        }
+            Some(&internal) => self.push_node(".", &format!("{path}/."), internal, true),
+            None => self.push_node(name, path, parent, true),
+        };
         self.clients.insert(path.to_string(), id);
         self.cache = None;
         id

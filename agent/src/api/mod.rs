@@ -80,14 +80,9 @@ async fn one_backend(State(shared): State<Arc<Shared>>, Path(backend): Path<Stri
     }
 }
 
-/// FNV-1a of the body: a strong validator for this representation.
+/// A digest of the body: a strong validator for this representation.
 fn etag(body: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in body {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("\"{h:016x}\"")
+    format!("\"{:016x}\"", crate::digest::fnv1a(body))
 }
 
 async fn v1_vips(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

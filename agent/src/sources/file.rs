@@ -26,16 +26,6 @@ pub struct FileSource {
     last: Option<Result<u64, String>>,
 }
 
-/// FNV-1a over the file's bytes.
-fn digest(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 fn metadata_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path).ok()?;
@@ -63,7 +53,10 @@ impl FileSource {
         }
         self.last_meta = meta;
         let now = std::fs::read(&self.path).map_err(|e| e.to_string());
-        let stamp = now.as_ref().map(|b| digest(b)).map_err(Clone::clone);
+        let stamp = now
+            .as_ref()
+            .map(|b| crate::digest::fnv1a(b))
+            .map_err(Clone::clone);
         if !force && self.last.as_ref() == Some(&stamp) {
             return FilePoll::Unchanged;
         }

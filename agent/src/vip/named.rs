@@ -114,16 +114,6 @@ impl Ipv4Range {
     }
 }
 
-/// FNV-1a, 64 bit: stable across builds and platforms (unlike std's hasher).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// The range has no free address left.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("named VIP {name}: no free address left in {range}")]
@@ -161,7 +151,7 @@ impl NamedVipAllocator {
                 range: self.range,
             });
         }
-        let start = fnv1a(name.as_bytes()) % usable;
+        let start = crate::digest::fnv1a(name.as_bytes()) % usable;
         // Linear probing; terminates because at least one address is free.
         let mut n = start;
         loop {
