@@ -19,16 +19,18 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, links::FdLink, links::PinnedLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps, links::FdLink, links::PinnedLink,
+    },
     util::nr_cpus,
 };
 use garrison_common::{
-    BACKEND_STATS_MAP, BackendSlot, BackendStats, COUNTERS_MAP, Counter, REVNAT_MAP, SERVICES_MAP,
-    SLOTS_MAP, ServiceKey, ServiceValue, SlotKey,
+    BACKEND_STATS_MAP, BackendSlot, BackendStats, CONNECTS_MAP, COUNTERS_MAP, Counter,
+    PendingConnect, REVNAT_MAP, SERVICES_MAP, SLOTS_MAP, ServiceKey, ServiceValue, SlotKey,
 };
 
 use super::{
-    BackendCounters, Dataplane,
+    BackendCounters, Dataplane, Pending,
     plan::{MapOp, Programmed, ProgrammedService, plan, slot_addr, vip_key},
 };
 use crate::vip::{VipKey, VipTable};
@@ -37,7 +39,7 @@ use crate::vip::{VipKey, VipTable};
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/garrison"));
 
 /// Program names in the object, each attached once to the cgroup.
-pub const PROGRAM_NAMES: [&str; 8] = [
+pub const PROGRAM_NAMES: [&str; 9] = [
     "garrison_connect4",
     "garrison_connect6",
     "garrison_sendmsg4",
@@ -46,14 +48,16 @@ pub const PROGRAM_NAMES: [&str; 8] = [
     "garrison_recvmsg6",
     "garrison_getpeername4",
     "garrison_getpeername6",
+    "garrison_sockops",
 ];
 
-const MAP_NAMES: [&str; 5] = [
+const MAP_NAMES: [&str; 6] = [
     SERVICES_MAP,
     SLOTS_MAP,
     BACKEND_STATS_MAP,
     REVNAT_MAP,
     COUNTERS_MAP,
+    CONNECTS_MAP,
 ];
 
 /// BPF_FS_MAGIC from linux/magic.h.
@@ -130,6 +134,7 @@ pub struct EbpfDataplane {
     slots: BpfHashMap<MapData, SlotKey, BackendSlot>,
     stats: PerCpuArray<MapData, BackendStats>,
     counters: PerCpuArray<MapData, u64>,
+    connects: BpfHashMap<MapData, u64, PendingConnect>,
     programmed: Programmed,
     /// Whether the links already existed (a re-adoption) at open.
     readopted: bool,
@@ -209,6 +214,8 @@ impl EbpfDataplane {
             .map_err(map_err(BACKEND_STATS_MAP))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
+        let connects =
+            BpfHashMap::try_from(take(&mut ebpf, CONNECTS_MAP)?).map_err(map_err(CONNECTS_MAP))?;
         let mut dp = EbpfDataplane {
             config,
             _ebpf: ebpf,
@@ -216,6 +223,7 @@ impl EbpfDataplane {
             slots,
             stats,
             counters,
+            connects,
             programmed: Programmed::default(),
             readopted,
         };
@@ -333,6 +341,14 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), EbpfError> {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime into a zeroed timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn nr_cpus_or_one() -> usize {
     nr_cpus().map(|n| n.max(1)).unwrap_or(1)
 }
@@ -355,21 +371,31 @@ fn attach_and_pin(
         program,
         source: Box::new(source),
     };
-    let prog: &mut CgroupSockAddr = ebpf
-        .program_mut(program)
-        .ok_or_else(|| prog_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(prog_err)?;
-    prog.load().map_err(prog_err)?;
-    let id = prog
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(prog_err)?;
-    let link = prog.take_link(id).map_err(prog_err)?;
-    let fd_link: FdLink = link.try_into().map_err(|e| EbpfError::Pin {
+    let pin_err = |e: &dyn std::fmt::Display| EbpfError::Pin {
         program,
         path: path.to_path_buf(),
-        reason: format!("{e}"),
-    })?;
+        reason: e.to_string(),
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| prog_err(ProgramError::UnexpectedProgramType))?;
+    let fd_link: FdLink = if program == "garrison_sockops" {
+        let prog: &mut SockOps = prog.try_into().map_err(prog_err)?;
+        prog.load().map_err(prog_err)?;
+        let id = prog
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(prog_err)?;
+        let link = prog.take_link(id).map_err(prog_err)?;
+        link.try_into().map_err(|e| pin_err(&e))?
+    } else {
+        let prog: &mut CgroupSockAddr = prog.try_into().map_err(prog_err)?;
+        prog.load().map_err(prog_err)?;
+        let id = prog
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(prog_err)?;
+        let link = prog.take_link(id).map_err(prog_err)?;
+        link.try_into().map_err(|e| pin_err(&e))?
+    };
     fd_link.pin(path).map_err(|e| EbpfError::Pin {
         program,
         path: path.to_path_buf(),
@@ -399,8 +425,45 @@ impl Dataplane for EbpfDataplane {
                 continue;
             };
             let per_cpu = self.stats.get(&id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
-            let selected = per_cpu.iter().map(|s| s.selected).sum();
-            out.insert((vip, backend), BackendCounters { selected });
+            let mut c = BackendCounters::default();
+            for s in per_cpu.iter() {
+                c.selected += s.selected;
+                c.established += s.established;
+                c.failed += s.failed;
+                c.connect_ns += s.connect_ns;
+            }
+            out.insert((vip, backend), c);
+        }
+        Ok(out)
+    }
+
+    fn pending(
+        &mut self,
+        overdue_after: std::time::Duration,
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, EbpfError> {
+        let now = monotonic_ns();
+        let mut by_id: BTreeMap<u32, Pending> = BTreeMap::new();
+        let mut overdue_keys = Vec::new();
+        for item in self.connects.iter() {
+            let (cookie, p) = item.map_err(map_err(CONNECTS_MAP))?;
+            let entry = by_id.entry(p.backend_id).or_default();
+            if now.saturating_sub(p.start_ns) > overdue_after.as_nanos() as u64 {
+                entry.overdue += 1;
+                overdue_keys.push(cookie);
+            } else {
+                entry.in_flight += 1;
+            }
+        }
+        // An overdue connect is a failure once: forget it (a late answer then
+        // counts nothing).
+        for cookie in overdue_keys {
+            let _ = ignore_missing(self.connects.remove(&cookie));
+        }
+        let mut out = BTreeMap::new();
+        for (service, backend, id) in self.programmed.backend_ids() {
+            if let (Some(vip), Some(p)) = (vip_key(service), by_id.get(&id)) {
+                out.insert((vip, backend), *p);
+            }
         }
         Ok(out)
     }

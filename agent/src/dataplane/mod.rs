@@ -14,11 +14,26 @@ pub use ebpf::{EbpfConfig, EbpfDataplane, EbpfError};
 
 use crate::vip::{VipKey, VipTable};
 
-/// Counters of one backend of one VIP.
+/// Counters of one backend of one VIP (monotonic, from the kernel).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendCounters {
     /// Connections (and unconnected UDP sends) steered to this backend.
     pub selected: u64,
+    /// TCP connects that reached ESTABLISHED.
+    pub established: u64,
+    /// TCP connects that failed (SYN_SENT → CLOSE).
+    pub failed: u64,
+    /// Sum of connect times of `established`, nanoseconds.
+    pub connect_ns: u64,
+}
+
+/// TCP connects not answered yet, per backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Waiting for an answer, younger than the threshold.
+    pub in_flight: u64,
+    /// Older than the threshold: failures, removed from the kernel's map.
+    pub overdue: u64,
 }
 
 /// A data path that can program a whole [`VipTable`].
@@ -32,4 +47,11 @@ pub trait Dataplane {
 
     /// Data-path-wide event counters by name (e.g. `no_backend`).
     fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError>;
+
+    /// Unanswered TCP connects per backend; those older than `overdue_after`
+    /// are reported once as overdue and forgotten.
+    fn pending(
+        &mut self,
+        overdue_after: std::time::Duration,
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, EbpfError>;
 }

@@ -15,6 +15,7 @@
 //! - [`BACKEND_STATS_MAP`]: per-CPU array indexed by backend id → [`BackendStats`]
 //! - [`REVNAT_MAP`]: LRU [`RevNatKey`] → [`RevNatValue`]
 //! - [`COUNTERS_MAP`]: per-CPU array indexed by [`Counter`] → `u64`
+//! - [`CONNECTS_MAP`]: LRU socket cookie → [`PendingConnect`] (TCP connects in flight)
 #![no_std]
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -29,6 +30,10 @@ pub const BACKEND_STATS_MAP: &str = "GARRISON_BACKEND_STATS";
 pub const REVNAT_MAP: &str = "GARRISON_REVNAT";
 /// Pinned name of the per-CPU error/event counters.
 pub const COUNTERS_MAP: &str = "GARRISON_COUNTERS";
+/// Pinned name of the in-flight TCP connects (LRU, by socket cookie).
+pub const CONNECTS_MAP: &str = "GARRISON_CONNECTS";
+/// Capacity of the in-flight connect map.
+pub const MAX_CONNECTS: u32 = 65_536;
 
 /// Capacity of the service map (VIP:port:protocol entries).
 pub const MAX_SERVICES: u32 = 65_536;
@@ -159,12 +164,31 @@ pub struct BackendSlot {
     pub backend_id: u32,
 }
 
-/// Per-backend statistics (per CPU; the agent sums the CPUs).
+/// Per-backend statistics (per CPU; the agent sums the CPUs). Host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendStats {
     /// Connections (TCP, connected UDP) and unconnected UDP sends steered to this backend.
     pub selected: u64,
+    /// TCP connects that reached ESTABLISHED (sockops).
+    pub established: u64,
+    /// TCP connects that went from SYN_SENT to CLOSE: refused, timed out, or
+    /// abandoned by the application before an answer (sockops).
+    pub failed: u64,
+    /// Sum of connect → ESTABLISHED times of `established`, in nanoseconds.
+    pub connect_ns: u64,
+}
+
+/// Value of [`CONNECTS_MAP`]: a TCP connect steered to a backend, not yet
+/// answered. Key: the socket cookie. Host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    /// `bpf_ktime_get_ns()` at connect (CLOCK_MONOTONIC).
+    pub start_ns: u64,
+    pub backend_id: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
 }
 
 /// Key of [`REVNAT_MAP`]: a socket (by cookie) and the backend it was steered to.
@@ -212,10 +236,12 @@ pub enum Counter {
     RevNatApplied = 4,
     /// The backend statistics slot was missing (backend id out of range).
     StatsMiss = 5,
+    /// An in-flight connect could not be recorded (its outcome goes uncounted).
+    PendingStoreFailed = 6,
 }
 
 /// Number of [`Counter`] values ([`COUNTERS_MAP`] size).
-pub const COUNTER_COUNT: u32 = 6;
+pub const COUNTER_COUNT: u32 = 7;
 
 impl Counter {
     /// All counters, in index order.
@@ -226,6 +252,7 @@ impl Counter {
         Counter::RevNatStoreFailed,
         Counter::RevNatApplied,
         Counter::StatsMiss,
+        Counter::PendingStoreFailed,
     ];
 
     /// Stable metric name.
@@ -237,6 +264,7 @@ impl Counter {
             Counter::RevNatStoreFailed => "revnat_store_failed",
             Counter::RevNatApplied => "revnat_applied",
             Counter::StatsMiss => "stats_miss",
+            Counter::PendingStoreFailed => "pending_store_failed",
         }
     }
 }
@@ -254,6 +282,7 @@ mod pod {
     unsafe impl aya::Pod for BackendStats {}
     unsafe impl aya::Pod for RevNatKey {}
     unsafe impl aya::Pod for RevNatValue {}
+    unsafe impl aya::Pod for PendingConnect {}
 }
 
 #[cfg(test)]

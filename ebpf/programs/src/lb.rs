@@ -9,15 +9,17 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
-    helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval},
+    helpers::generated::{
+        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval,
+    },
     programs::SockAddrContext,
 };
 use garrison_common::{
-    BackendSlot, Counter, FAMILY_V4, IpAddrBytes, PROTO_TCP, PROTO_UDP, RevNatKey, RevNatValue,
-    ServiceKey, ServiceValue, SlotKey,
+    BackendSlot, Counter, FAMILY_V4, IpAddrBytes, PROTO_TCP, PROTO_UDP, PendingConnect, RevNatKey,
+    RevNatValue, ServiceKey, ServiceValue, SlotKey,
 };
 
-use crate::maps::{BACKEND_STATS, REVNAT, SERVICES, SLOTS, bump};
+use crate::maps::{BACKEND_STATS, CONNECTS, REVNAT, SERVICES, SLOTS, bump};
 
 /// Return value letting the syscall proceed.
 pub const ALLOW: i32 = 1;
@@ -157,6 +159,19 @@ pub fn steer(ctx: &SockAddrContext, family: u8) -> i32 {
     };
     if REVNAT.insert(rev_key, rev_val, 0).is_err() {
         bump(Counter::RevNatStoreFailed);
+    }
+    if proto == PROTO_TCP {
+        // The sockops program turns this into a success (ESTABLISHED) or a
+        // failure (SYN_SENT → CLOSE) for the backend's failure detector.
+        let pending = PendingConnect {
+            // SAFETY: plain helper call.
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            backend_id: backend.backend_id,
+            _pad: 0,
+        };
+        if CONNECTS.insert(cookie, pending, 0).is_err() {
+            bump(Counter::PendingStoreFailed);
+        }
     }
     bump(Counter::Steered);
     ALLOW

@@ -5,6 +5,7 @@
 //! - [`sendmsg`]: `cgroup/sendmsg4`, `cgroup/sendmsg6` — unconnected UDP
 //! - [`recvmsg`]: `cgroup/recvmsg4`, `cgroup/recvmsg6` — UDP replies appear from the VIP
 //! - [`getpeername`]: `cgroup/getpeername4`, `cgroup/getpeername6` — peer is the VIP
+//! - [`sockops`]: `sockops` — outcomes of steered TCP connects (passive health)
 //!
 //! Shared pieces: [`maps`] (the pinned maps) and [`lb`] (backend choice and
 //! rewriting, identical for every hook). The programs never decide policy: the
@@ -20,6 +21,7 @@ mod lb;
 mod maps;
 mod recvmsg;
 mod sendmsg;
+mod sockops;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use garrison_common::{
-    BackendSlot, BackendStats, COUNTER_COUNT, Counter, MAX_BACKENDS, MAX_REVNAT, MAX_SERVICES,
-    MAX_SLOTS, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SlotKey,
+    BackendSlot, BackendStats, COUNTER_COUNT, Counter, MAX_BACKENDS, MAX_CONNECTS, MAX_REVNAT,
+    MAX_SERVICES, MAX_SLOTS, PendingConnect, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    SlotKey,
 };
 
 #[map(name = "GARRISON_SERVICES")]
@@ -20,6 +21,9 @@ pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::pinned(MAX_BA
 
 #[map(name = "GARRISON_REVNAT")]
 pub static REVNAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(MAX_REVNAT, 0);
+
+#[map(name = "GARRISON_CONNECTS")]
+pub static CONNECTS: LruHashMap<u64, PendingConnect> = LruHashMap::pinned(MAX_CONNECTS, 0);
 
 #[map(name = "GARRISON_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
