@@ -19,6 +19,11 @@
 //! mesos_poll_ms = 2000
 //! mesos_timeout_ms = 5000
 //! grace_secs = 60                  # a failing source keeps its last table this long
+//!
+//! [health]                         # the passive failure detector
+//! timeout_ms = 400                 # a connect unanswered this long is a failure
+//! max_failures = 5                 # consecutive failures that take a backend out
+//! backoff_secs = 30                # retried this long after its last failure
 //! ```
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -40,6 +45,17 @@ pub struct RawConfig {
     pub cleanup_on_exit: Option<bool>,
     #[serde(default)]
     pub sources: RawSources,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// `[health]` as written: the passive failure detector.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub timeout_ms: Option<u64>,
+    pub max_failures: Option<u32>,
+    pub backoff_secs: Option<u64>,
 }
 
 /// `[sources]` as written.
@@ -76,6 +92,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub cleanup_on_exit: bool,
     pub sources: SourcesConfig,
+    pub health: crate::health::HealthConfig,
 }
 
 /// The validated `[sources]` table.
@@ -154,6 +171,9 @@ impl RawConfig {
         take!(sources.mesos_poll_ms);
         take!(sources.mesos_timeout_ms);
         take!(sources.grace_secs);
+        take!(health.timeout_ms);
+        take!(health.max_failures);
+        take!(health.backoff_secs);
         self
     }
 
@@ -199,6 +219,16 @@ impl RawConfig {
             }
             Ok(Duration::from_millis(v))
         };
+        let h = self.health;
+        let max_failures = h.max_failures.unwrap_or(5);
+        if max_failures == 0 {
+            return Err(invalid("health.max_failures", 0, "must be at least 1"));
+        }
+        let health = crate::health::HealthConfig {
+            timeout: ms("health.timeout_ms", h.timeout_ms, 400, 10)?,
+            max_failures,
+            backoff: Duration::from_secs(h.backoff_secs.unwrap_or(30)),
+        };
         let s = self.sources;
         let mesos_state = s.mesos_state.unwrap_or_default();
         for url in &mesos_state {
@@ -230,6 +260,7 @@ impl RawConfig {
             dns_domain,
             state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
+            health,
             sources: SourcesConfig {
                 vips_file: s.vips_file,
                 vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,

@@ -24,6 +24,7 @@ use crate::{
     api::{self, views::Snapshot},
     config::SourcesConfig,
     dataplane::{Dataplane, EbpfError},
+    health::{Detector, HealthConfig, HealthEvent},
     metrics::AgentMetrics,
     sources::{
         SourceTable, fetch,
@@ -42,16 +43,42 @@ pub struct Shared {
     table: RwLock<VipTable>,
     dataplane: Mutex<Box<dyn Dataplane + Send>>,
     metrics: Mutex<AgentMetrics>,
+    detector: Mutex<Detector>,
 }
 
 impl Shared {
     /// `table` is what the data plane holds now (e.g. re-adopted from pins).
     pub fn new(dataplane: Box<dyn Dataplane + Send>, table: VipTable) -> Self {
+        Self::with_health(dataplane, table, HealthConfig::default())
+    }
+
+    /// Like [`Shared::new`] with the failure detector's settings.
+    pub fn with_health(
+        dataplane: Box<dyn Dataplane + Send>,
+        table: VipTable,
+        health: HealthConfig,
+    ) -> Self {
         Shared {
             table: RwLock::new(table),
             dataplane: Mutex::new(dataplane),
             metrics: Mutex::new(AgentMetrics::default()),
+            detector: Mutex::new(Detector::new(health)),
         }
+    }
+
+    /// Feeds the failure detector the kernel's counters; returns its
+    /// transitions (a non-empty list means selection must change).
+    pub fn observe_health(&self, now: Instant) -> Result<Vec<HealthEvent>, EbpfError> {
+        let mut dp = self.dataplane.lock().expect("dataplane lock");
+        let mut detector = self.detector.lock().expect("detector lock");
+        let counters = dp.counters()?;
+        let pending = dp.pending(detector.config().timeout)?;
+        Ok(detector.observe(now, &counters, &pending))
+    }
+
+    /// `table` with the failure detector's verdicts applied.
+    pub fn with_detector(&self, table: &VipTable) -> VipTable {
+        self.detector.lock().expect("detector lock").overlay(table)
     }
 
     /// The programmed table.
@@ -78,10 +105,18 @@ impl Shared {
         let dp = self.dataplane.lock().expect("dataplane lock");
         let counters = dp.counters()?;
         let events = dp.events()?;
+        let table = self.table();
+        let detector = self.detector.lock().expect("detector lock");
+        let health = table
+            .iter()
+            .flat_map(|(k, bs)| bs.iter().map(move |b| (*k, b.addr)))
+            .filter_map(|(k, a)| Some(((k, a), detector.view(&k, a)?)))
+            .collect();
         Ok(Snapshot {
-            table: self.table(),
+            table,
             counters,
             events,
+            health,
         })
     }
 
@@ -202,6 +237,8 @@ struct Reconciler {
     last_warnings: BTreeMap<String, Vec<String>>,
     last_vip_errors: Vec<String>,
     trim_pending: bool,
+    /// The sources' table before the failure detector's overlay.
+    merged: Option<VipTable>,
 }
 
 impl Reconciler {
@@ -266,6 +303,47 @@ impl Reconciler {
         }
     }
 
+    /// Runs the failure detector; re-programs when it took a backend out or
+    /// let one back in.
+    fn on_health_tick(&mut self) {
+        let now = Instant::now();
+        match self.shared.observe_health(now) {
+            Err(e) => tracing::warn!(error = %e, "reading connect outcomes failed"),
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => {
+                for e in &events {
+                    match e {
+                        HealthEvent::Down {
+                            vip,
+                            backend,
+                            failures,
+                        } => {
+                            tracing::warn!(%vip, %backend, failures, "backend failing: taken out of selection")
+                        }
+                        HealthEvent::Retry { vip, backend } => {
+                            tracing::info!(%vip, %backend, "backend retried after backoff")
+                        }
+                        HealthEvent::Up { vip, backend } => {
+                            tracing::info!(%vip, %backend, "backend answering again")
+                        }
+                    }
+                }
+                let base = match &self.merged {
+                    Some(m) => m.clone(),
+                    // Before the sources answered: overlay what is programmed.
+                    None => self.shared.table(),
+                };
+                let table = self.shared.with_detector(&base);
+                if !self.shared.is_programmed(&table) {
+                    match self.shared.apply(table) {
+                        Ok(()) => tracing::info!("VIP table programmed after a health change"),
+                        Err(e) => tracing::error!(error = %e, "programming a health change failed"),
+                    }
+                }
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         if std::mem::take(&mut self.trim_pending) {
             // Give the allocator's free pages back after a table change (a
@@ -315,8 +393,10 @@ impl Reconciler {
             return;
         }
         let before = self.allocator.allocations().len();
-        let (table, errors) =
+        let (merged, errors) =
             build_table(self.merger.tables(), &mut self.allocator, &self.named.zone);
+        let table = self.shared.with_detector(&merged);
+        self.merged = Some(merged);
         if self.allocator.allocations().len() != before
             && let Some(path) = &self.named.state_file
         {
@@ -398,6 +478,7 @@ pub async fn run(
         last_warnings: BTreeMap::new(),
         last_vip_errors: Vec::new(),
         trim_pending: false,
+        merged: None,
     };
     if let Some(src) = file.as_mut() {
         rec.on_file(src, true);
@@ -405,6 +486,8 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup())?;
     let mut file_tick = tokio::time::interval(sources.vips_poll);
     let mut grace_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut health_tick = tokio::time::interval(Duration::from_millis(100));
+    health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -419,6 +502,7 @@ pub async fn run(
             }
             Some(update) = rx.recv() => rec.on_update(update),
             _ = grace_tick.tick() => rec.on_tick(),
+            _ = health_tick.tick() => rec.on_health_tick(),
         }
     }
     for p in pollers {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod digest;
+pub mod health;
 pub mod metrics;
 pub mod sources;
 pub mod sys;

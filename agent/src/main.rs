@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
-    config::{self, Config, RawConfig, RawSources},
+    config::{self, Config, RawConfig, RawHealth, RawSources},
     daemon::{NamedVips, RunConfig, Shared, run},
     dataplane::{EbpfConfig, EbpfDataplane, ebpf::remove_pins},
     sys,
@@ -81,6 +81,15 @@ struct RunArgs {
     /// Seconds a failing source keeps its last good table [default: 60].
     #[arg(long)]
     source_grace_secs: Option<u64>,
+    /// A connect unanswered this long is a failure, ms [default: 400].
+    #[arg(long)]
+    health_timeout_ms: Option<u64>,
+    /// Consecutive failures that take a backend out [default: 5].
+    #[arg(long)]
+    health_max_failures: Option<u32>,
+    /// Seconds after its last failure before a backend is retried [default: 30].
+    #[arg(long)]
+    health_backoff_secs: Option<u64>,
     /// Remove the pinned data plane on exit (default: leave it serving).
     #[arg(long)]
     cleanup: bool,
@@ -104,6 +113,11 @@ impl RunArgs {
                 mesos_poll_ms: self.mesos_poll_ms,
                 mesos_timeout_ms: self.mesos_timeout_ms,
                 grace_secs: self.source_grace_secs,
+            },
+            health: RawHealth {
+                timeout_ms: self.health_timeout_ms,
+                max_failures: self.health_max_failures,
+                backoff_secs: self.health_backoff_secs,
             },
         }
     }
@@ -154,7 +168,7 @@ fn run_agent(config: Config) -> Result<()> {
     )?;
     tracing::info!(cgroup = %cgroup.display(), pins = %config.bpffs.display(), readopted = dp.readopted(), "data plane ready");
     let initial = dp.programmed_table();
-    let shared = Arc::new(Shared::new(Box::new(dp), initial));
+    let shared = Arc::new(Shared::with_health(Box::new(dp), initial, config.health));
     let api: SocketAddr = config.api;
     let run_config = RunConfig {
         sources: config.sources.clone(),

@@ -39,7 +39,8 @@ macro_rules! with_scenarios {
             ipv6_tcp_and_udp_vips,
             agent_sigkill_and_restart_lose_no_connection,
             agent_reloads_on_sighup_and_keeps_table_on_bad_file,
-            agent_serves_named_vip_from_mesos_state
+            agent_serves_named_vip_from_mesos_state,
+            failing_backend_is_taken_out_and_retried_after_backoff
         );
     };
 }
@@ -732,5 +733,76 @@ pub fn agent_serves_named_vip_from_mesos_state() {
     let err = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
         .expect_err("withdrawn VIP is not ours");
     assert_ne!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    agent.signal(libc::SIGTERM);
+}
+
+/// Passive health on the eBPF path: a backend that refuses connections is
+/// taken out after 5 consecutive failures (the kernel's sockops counts them),
+/// /vips shows it unhealthy with its failures, connections then all succeed,
+/// and it is retried after the backoff (and taken out again).
+pub fn failing_backend_is_taken_out_and_retried_after_backoff() {
+    let rig = AgentRig::new(
+        "health",
+        &[
+            "--poll-ms",
+            "100",
+            "--health-backoff-secs",
+            "2",
+            "--health-max-failures",
+            "5",
+        ],
+    );
+    // A port nobody listens on: connects are refused at once.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    rig.write_vips(&[rig.backends[0], rig.backends[1], dead]);
+    let mut agent = rig.start_waiting_for(&dead.port().to_string());
+    let vip: SocketAddr = RIG_VIP.parse().unwrap();
+
+    let start = Instant::now();
+    while !agent.log().contains("taken out of selection")
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        let _ = ask_name(vip);
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        agent.log().contains("taken out of selection"),
+        "{}",
+        agent.log()
+    );
+    let (_, body) = http_get(rig.api, &format!("/backend/{dead}")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let view = &json["vips"][RIG_VIP];
+    assert_eq!(view["is_healthy"], false, "{body}");
+    assert_eq!(view["weight"], 0, "{body}");
+    assert!(view["total_failures"].as_u64().unwrap() >= 5, "{body}");
+    let (_, body) = http_get(rig.api, &format!("/backend/{}", rig.backends[0])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        json["vips"][RIG_VIP]["total_sucesses"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+
+    // Taken out: every connection now succeeds (within the backoff).
+    let counts = tally(vip, 40);
+    assert!(
+        counts.keys().all(|k| k.starts_with("backend-")),
+        "{counts:?}"
+    );
+
+    // After the backoff it is tried again, fails, and goes out again.
+    let start = Instant::now();
+    while agent.log().matches("taken out of selection").count() < 2
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        let _ = ask_name(vip);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let log = agent.log();
+    assert!(log.contains("retried after backoff"), "{log}");
+    assert!(log.matches("taken out of selection").count() >= 2, "{log}");
     agent.signal(libc::SIGTERM);
 }

@@ -142,7 +142,13 @@ mod tests {
         let b: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
         table.insert(key, vec![Backend::new(b)]).unwrap();
         let mut counters = BTreeMap::new();
-        counters.insert((key, b), BackendCounters { selected: 42 });
+        counters.insert(
+            (key, b),
+            BackendCounters {
+                selected: 42,
+                ..Default::default()
+            },
+        );
         let mut events = BTreeMap::new();
         events.insert("no_backend", 3);
         let mut m = AgentMetrics::default();
@@ -157,6 +163,7 @@ mod tests {
                 table,
                 counters,
                 events,
+                health: BTreeMap::new(),
             },
             &m,
         );

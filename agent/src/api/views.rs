@@ -2,15 +2,19 @@
 //!
 //! `/vips` keys: a TCP VIP is `"ip:port"` as in Minuteman; a UDP VIP is
 //! `"ip:port/udp"`. Backend fields follow Minuteman's names, `total_sucesses`
-//! spelled as DC/OS clients expect. Until the failure detector exists,
-//! `total_sucesses` counts connections steered to the backend by the kernel,
-//! `total_failures` and `pending_connections` are 0 and `latency_last_60s` is 0.
+//! spelled as DC/OS clients expect: for TCP the connects that reached
+//! ESTABLISHED, for UDP the datagrams steered; `total_failures` the connects
+//! refused, timed out or unanswered past the detector's threshold;
+//! `pending_connections` the connects in flight; `latency_last_60s` the mean
+//! connect time over the last 60 s in microseconds; `is_healthy` false when a
+//! source or the failure detector took the backend out.
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::Serialize;
 
 use crate::{
     dataplane::BackendCounters,
+    health::HealthView,
     vip::{Protocol, VipKey, VipTable},
 };
 
@@ -20,6 +24,8 @@ pub struct Snapshot {
     pub counters: BTreeMap<(VipKey, SocketAddr), BackendCounters>,
     /// Data-path-wide event counters (`no_backend`, …).
     pub events: BTreeMap<&'static str, u64>,
+    /// The failure detector's view of each backend.
+    pub health: BTreeMap<(VipKey, SocketAddr), HealthView>,
 }
 
 /// One backend in `/vips`.
@@ -32,6 +38,8 @@ pub struct BackendView {
     pub latency_last_60s: u64,
     /// Garrison extension: weight as programmed (0 = drained or unhealthy).
     pub weight: u32,
+    /// Garrison extension: connections (and UDP sends) the kernel steered here.
+    pub selected: u64,
 }
 
 /// `/vips` body. `names` (a Garrison extension) maps the key of each named
@@ -72,13 +80,19 @@ pub fn parse_vip_key(s: &str) -> Option<VipKey> {
 
 fn backend_view(s: &Snapshot, key: &VipKey, b: &crate::vip::Backend) -> BackendView {
     let c = s.counters.get(&(*key, b.addr)).copied().unwrap_or_default();
+    let h = s.health.get(&(*key, b.addr)).copied().unwrap_or_default();
     BackendView {
-        pending_connections: 0,
-        total_failures: 0,
-        total_sucesses: c.selected,
+        pending_connections: h.pending,
+        total_failures: c.failed.max(h.total_failures),
+        // TCP: connects answered; UDP has no handshake: datagrams steered.
+        total_sucesses: match key.protocol {
+            Protocol::Tcp => c.established,
+            Protocol::Udp => c.selected,
+        },
         is_healthy: b.healthy,
-        latency_last_60s: 0,
+        latency_last_60s: h.latency_last_60s_us,
         weight: b.effective_weight(),
+        selected: c.selected,
     }
 }
 
@@ -142,11 +156,19 @@ mod tests {
         let backend: SocketAddr = "10.0.0.2:8080".parse().unwrap();
         table.insert(key, vec![Backend::new(backend)]).unwrap();
         let mut counters = BTreeMap::new();
-        counters.insert((key, backend), BackendCounters { selected: 7 });
+        counters.insert(
+            (key, backend),
+            BackendCounters {
+                selected: 7,
+                established: 7,
+                ..Default::default()
+            },
+        );
         let snap = Snapshot {
             table,
             counters,
             events: BTreeMap::new(),
+            health: BTreeMap::new(),
         };
         let json = serde_json::to_value(vips(&snap)).unwrap();
         assert!(json.get("names").is_none(), "no names without named VIPs");
