@@ -23,28 +23,22 @@ pub fn garrison_sockops(ctx: SockOpsContext) -> u32 {
     // SAFETY: helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     match ctx.op() {
-        BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            // SAFETY: the value is only tested for presence.
-            if unsafe { CONNECTS.get(cookie) }.is_some() {
-                // Ask for state changes of this socket only.
-                let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
-            }
+        // SAFETY (all arms): map values are copied out at once.
+        BPF_SOCK_OPS_TCP_CONNECT_CB if unsafe { CONNECTS.get(cookie) }.is_some() => {
+            // Ask for state changes of this socket only.
+            let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            // SAFETY: the value is copied out at once.
             if let Some(p) = unsafe { CONNECTS.get(cookie) }.copied() {
                 record(&p, true);
                 let _ = CONNECTS.remove(cookie);
                 let _ = ctx.set_cb_flags(0);
             }
         }
-        BPF_SOCK_OPS_STATE_CB => {
-            if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE {
-                // SAFETY: the value is copied out at once.
-                if let Some(p) = unsafe { CONNECTS.get(cookie) }.copied() {
-                    record(&p, false);
-                    let _ = CONNECTS.remove(cookie);
-                }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE => {
+            if let Some(p) = unsafe { CONNECTS.get(cookie) }.copied() {
+                record(&p, false);
+                let _ = CONNECTS.remove(cookie);
             }
         }
         _ => {}
