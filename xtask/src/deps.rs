@@ -17,6 +17,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
     "curl",
+    // benchmark peers and the plot's font
+    "haproxy",
+    "nftables",
+    "fonts-dejavu-core",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.10.4";

@@ -321,6 +321,11 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// Runs `args` in namespace `ns` (e.g. `ip route add …`, `iptables-restore …`).
+    pub fn exec_in(&self, ns: &str, args: &[&str]) -> Result<()> {
+        netns_exec(ns, args)
+    }
+
     /// Runs `xtask ARGS` in the client namespace and returns its stdout.
     pub fn run_client(&self, args: &[&str]) -> Result<String> {
         let me = std::env::current_exe()?;
