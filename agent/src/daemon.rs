@@ -44,6 +44,8 @@ pub struct Shared {
     dataplane: Mutex<Box<dyn Dataplane + Send>>,
     metrics: Mutex<AgentMetrics>,
     detector: Mutex<Detector>,
+    /// The kernel's connect-failure total at the last health observation.
+    failures_seen: Mutex<Option<u64>>,
 }
 
 impl Shared {
@@ -63,17 +65,31 @@ impl Shared {
             dataplane: Mutex::new(dataplane),
             metrics: Mutex::new(AgentMetrics::default()),
             detector: Mutex::new(Detector::new(health)),
+            failures_seen: Mutex::new(None),
         }
     }
 
     /// Feeds the failure detector the kernel's counters; returns its
     /// transitions (a non-empty list means selection must change).
+    ///
+    /// Cheap when nothing fails: it reads one kernel counter (failures of all
+    /// backends), the in-flight connects and the counters of the few backends
+    /// already failing; every backend's counters only when a failure happened.
     pub fn observe_health(&self, now: Instant) -> Result<Vec<HealthEvent>, EbpfError> {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
         let mut detector = self.detector.lock().expect("detector lock");
-        let counters = dp.counters()?;
+        let failures = dp.events()?.get("connect_failed").copied().unwrap_or(0);
         let pending = dp.pending(detector.config().timeout)?;
-        Ok(detector.observe(now, &counters, &pending))
+        let overdue = pending.values().any(|p| p.overdue > 0);
+        let mut seen = self.failures_seen.lock().expect("failures lock");
+        let full = *seen != Some(failures) || overdue;
+        *seen = Some(failures);
+        let counters = if full {
+            dp.counters()?
+        } else {
+            dp.counters_for(&detector.watched())?
+        };
+        Ok(detector.observe(now, &counters, &pending, full))
     }
 
     /// `table` with the failure detector's verdicts applied.
@@ -106,7 +122,8 @@ impl Shared {
         let counters = dp.counters()?;
         let events = dp.events()?;
         let table = self.table();
-        let detector = self.detector.lock().expect("detector lock");
+        let mut detector = self.detector.lock().expect("detector lock");
+        detector.sample(Instant::now(), &counters);
         let health = table
             .iter()
             .flat_map(|(k, bs)| bs.iter().map(move |b| (*k, b.addr)))
@@ -322,9 +339,6 @@ impl Reconciler {
                         }
                         HealthEvent::Retry { vip, backend } => {
                             tracing::info!(%vip, %backend, "backend retried after backoff")
-                        }
-                        HealthEvent::Up { vip, backend } => {
-                            tracing::info!(%vip, %backend, "backend answering again")
                         }
                     }
                 }

@@ -102,10 +102,6 @@ pub enum HealthEvent {
         vip: VipKey,
         backend: SocketAddr,
     },
-    Up {
-        vip: VipKey,
-        backend: SocketAddr,
-    },
 }
 
 impl Detector {
@@ -120,21 +116,58 @@ impl Detector {
         &self.config
     }
 
-    /// Takes in counters read at `now`; returns the transitions (empty when
+    /// Backends whose successes matter right now: failing (a success resets
+    /// their count) or taken out. Everything else needs no reading until the
+    /// kernel reports a failure somewhere.
+    pub fn watched(&self) -> Vec<(VipKey, SocketAddr)> {
+        self.backends
+            .iter()
+            .filter(|(_, h)| h.consecutive > 0 || !h.open)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Records counter samples for the 60 s latency mean (no state change).
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        counters: &BTreeMap<(VipKey, SocketAddr), BackendCounters>,
+    ) {
+        for (key, c) in counters {
+            let h = self
+                .backends
+                .entry(*key)
+                .or_insert_with(|| BackendHealth::new(c));
+            h.successes = c.established;
+            h.connect_ns = c.connect_ns;
+            h.samples.push_back((now, c.established, c.connect_ns));
+            while h.samples.len() > 1
+                && h.samples
+                    .front()
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(60))
+            {
+                h.samples.pop_front();
+            }
+        }
+    }
+
+    /// Takes in counters read at `now` (every backend when `full`, else only
+    /// some) and the pending connects; returns the transitions (empty when
     /// nothing changed selection).
     pub fn observe(
         &mut self,
         now: Instant,
         counters: &BTreeMap<(VipKey, SocketAddr), BackendCounters>,
         pending: &BTreeMap<(VipKey, SocketAddr), Pending>,
+        full: bool,
     ) -> Vec<HealthEvent> {
         let mut events = Vec::new();
-        self.backends.retain(|k, _| counters.contains_key(k));
+        if full {
+            self.backends.retain(|k, _| counters.contains_key(k));
+        }
+        self.sample(now, counters);
         for (key, c) in counters {
-            let h = self
-                .backends
-                .entry(*key)
-                .or_insert_with(|| BackendHealth::new(c));
+            let h = self.backends.get_mut(key).expect("sampled above");
             let p = pending.get(key).copied().unwrap_or_default();
             h.pending = p.in_flight;
             // Counters restart at zero when an id is reused: never go backwards.
@@ -143,16 +176,6 @@ impl Detector {
             h.seen_established = c.established;
             h.seen_failed = c.failed;
             h.overdue_total += p.overdue;
-            h.successes = c.established;
-            h.connect_ns = c.connect_ns;
-            h.samples.push_back((now, c.established, c.connect_ns));
-            while h
-                .samples
-                .front()
-                .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(60))
-            {
-                h.samples.pop_front();
-            }
             if failed > 0 {
                 h.consecutive = if ok > 0 {
                     failed as u32
@@ -168,16 +191,12 @@ impl Detector {
                         failures: h.consecutive,
                     });
                 }
-            } else if ok > 0 {
+            } else if ok > 0 && h.open {
+                // A closed backend only comes back through the backoff.
                 h.consecutive = 0;
-                if !h.open {
-                    h.open = true;
-                    events.push(HealthEvent::Up {
-                        vip: key.0,
-                        backend: key.1,
-                    });
-                }
             }
+        }
+        for (key, h) in &mut self.backends {
             if !h.open
                 && h.last_failure
                     .is_some_and(|t| now.duration_since(t) >= self.config.backoff)
@@ -227,6 +246,8 @@ impl Detector {
             (Some(first), Some(last)) if last.1 > first.1 => {
                 (last.2 - first.2) / (last.1 - first.1) / 1000
             }
+            // One sample in the window: the mean since the backend appeared.
+            (_, Some(last)) if last.1 > 0 && h.samples.len() == 1 => last.2 / last.1 / 1000,
             _ => 0,
         };
         Some(HealthView {
@@ -279,26 +300,31 @@ mod tests {
         let mut d = Detector::new(cfg());
         let t0 = Instant::now();
         let none = BTreeMap::new();
-        assert!(d.observe(t0, &counters(10, 0), &none).is_empty());
+        assert!(d.observe(t0, &counters(10, 0), &none, true).is_empty());
         assert!(
-            d.observe(t0, &counters(10, 4), &none).is_empty(),
+            d.observe(t0, &counters(10, 4), &none, true).is_empty(),
             "4 failures: still in"
         );
-        let ev = d.observe(t0 + Duration::from_millis(100), &counters(10, 5), &none);
+        let ev = d.observe(
+            t0 + Duration::from_millis(100),
+            &counters(10, 5),
+            &none,
+            true,
+        );
         assert!(
             matches!(ev[..], [HealthEvent::Down { failures: 5, .. }]),
             "{ev:?}"
         );
         assert!(!d.is_open(&key().0, key().1));
         assert!(
-            d.observe(t0 + Duration::from_secs(10), &counters(10, 5), &none)
+            d.observe(t0 + Duration::from_secs(10), &counters(10, 5), &none, true)
                 .is_empty(),
             "within backoff"
         );
-        let ev = d.observe(t0 + Duration::from_secs(31), &counters(10, 5), &none);
+        let ev = d.observe(t0 + Duration::from_secs(31), &counters(10, 5), &none, true);
         assert!(matches!(ev[..], [HealthEvent::Retry { .. }]), "{ev:?}");
         assert!(d.is_open(&key().0, key().1));
-        let ev = d.observe(t0 + Duration::from_secs(32), &counters(10, 6), &none);
+        let ev = d.observe(t0 + Duration::from_secs(32), &counters(10, 6), &none, true);
         assert!(
             matches!(ev[..], [HealthEvent::Down { .. }]),
             "one failure after a retry: out again"
@@ -310,11 +336,11 @@ mod tests {
         let mut d = Detector::new(cfg());
         let t0 = Instant::now();
         let none = BTreeMap::new();
-        d.observe(t0, &counters(0, 0), &none);
-        d.observe(t0, &counters(0, 4), &none);
-        d.observe(t0, &counters(1, 4), &none);
+        d.observe(t0, &counters(0, 0), &none, true);
+        d.observe(t0, &counters(0, 4), &none, true);
+        d.observe(t0, &counters(1, 4), &none, true);
         assert!(
-            d.observe(t0, &counters(1, 8), &none).is_empty(),
+            d.observe(t0, &counters(1, 8), &none, true).is_empty(),
             "4 after a success: in"
         );
         let overdue = BTreeMap::from([(
@@ -324,7 +350,7 @@ mod tests {
                 overdue: 1,
             },
         )]);
-        let ev = d.observe(t0, &counters(1, 8), &overdue);
+        let ev = d.observe(t0, &counters(1, 8), &overdue, true);
         assert!(matches!(ev[..], [HealthEvent::Down { .. }]), "{ev:?}");
         let v = d.view(&key().0, key().1).unwrap();
         assert_eq!((v.pending, v.total_failures, v.healthy), (2, 9, false));
@@ -334,8 +360,8 @@ mod tests {
     fn overlay_marks_only_taken_out_backends() {
         let mut d = Detector::new(cfg());
         let t0 = Instant::now();
-        d.observe(t0, &counters(0, 0), &BTreeMap::new());
-        d.observe(t0, &counters(0, 5), &BTreeMap::new());
+        d.observe(t0, &counters(0, 0), &BTreeMap::new(), true);
+        d.observe(t0, &counters(0, 5), &BTreeMap::new(), true);
         let mut t = VipTable::new();
         let other: SocketAddr = "10.0.0.2:80".parse().unwrap();
         t.insert(key().0, vec![Backend::new(key().1), Backend::new(other)])
@@ -349,11 +375,12 @@ mod tests {
     fn latency_is_the_mean_over_the_window() {
         let mut d = Detector::new(cfg());
         let t0 = Instant::now();
-        d.observe(t0, &counters(0, 0), &BTreeMap::new());
+        d.observe(t0, &counters(0, 0), &BTreeMap::new(), true);
         d.observe(
             t0 + Duration::from_secs(1),
             &counters(10, 0),
             &BTreeMap::new(),
+            true,
         );
         assert_eq!(d.view(&key().0, key().1).unwrap().latency_last_60s_us, 100);
     }

@@ -311,6 +311,19 @@ impl EbpfDataplane {
         }
     }
 
+    /// One backend's counters, summed over the CPUs.
+    fn read_stats(&self, id: u32) -> Result<BackendCounters, EbpfError> {
+        let per_cpu = self.stats.get(&id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
+        let mut c = BackendCounters::default();
+        for s in per_cpu.iter() {
+            c.selected += s.selected;
+            c.established += s.established;
+            c.failed += s.failed;
+            c.connect_ns += s.connect_ns;
+        }
+        Ok(c)
+    }
+
     /// Detaches the programs and removes every pin and the pin directory.
     pub fn cleanup(self) -> Result<(), EbpfError> {
         let pin_dir = self.config.pin_dir.clone();
@@ -424,15 +437,25 @@ impl Dataplane for EbpfDataplane {
             let Some(vip) = vip_key(service) else {
                 continue;
             };
-            let per_cpu = self.stats.get(&id, 0).map_err(map_err(BACKEND_STATS_MAP))?;
-            let mut c = BackendCounters::default();
-            for s in per_cpu.iter() {
-                c.selected += s.selected;
-                c.established += s.established;
-                c.failed += s.failed;
-                c.connect_ns += s.connect_ns;
+            out.insert((vip, backend), self.read_stats(id)?);
+        }
+        Ok(out)
+    }
+
+    fn counters_for(
+        &self,
+        keys: &[(VipKey, SocketAddr)],
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
+        let mut out = BTreeMap::new();
+        for (vip, backend) in keys {
+            let id = self
+                .programmed
+                .services
+                .get(&super::plan::service_key(vip))
+                .and_then(|s| s.backend_id(*backend));
+            if let Some(id) = id {
+                out.insert((*vip, *backend), self.read_stats(id)?);
             }
-            out.insert((vip, backend), c);
         }
         Ok(out)
     }

@@ -45,6 +45,12 @@ pub trait Dataplane {
     /// Counters per (VIP, backend), read from the kernel.
     fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
 
+    /// Counters of some backends only (unknown ones are left out).
+    fn counters_for(
+        &self,
+        keys: &[(VipKey, SocketAddr)],
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+
     /// Data-path-wide event counters by name (e.g. `no_backend`).
     fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError>;
 

@@ -238,10 +238,13 @@ pub enum Counter {
     StatsMiss = 5,
     /// An in-flight connect could not be recorded (its outcome goes uncounted).
     PendingStoreFailed = 6,
+    /// A steered TCP connect failed (any backend): the agent's cue to read
+    /// every backend's counters.
+    ConnectFailed = 7,
 }
 
 /// Number of [`Counter`] values ([`COUNTERS_MAP`] size).
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 8;
 
 impl Counter {
     /// All counters, in index order.
@@ -253,6 +256,7 @@ impl Counter {
         Counter::RevNatApplied,
         Counter::StatsMiss,
         Counter::PendingStoreFailed,
+        Counter::ConnectFailed,
     ];
 
     /// Stable metric name.
@@ -265,6 +269,7 @@ impl Counter {
             Counter::RevNatApplied => "revnat_applied",
             Counter::StatsMiss => "stats_miss",
             Counter::PendingStoreFailed => "pending_store_failed",
+            Counter::ConnectFailed => "connect_failed",
         }
     }
 }

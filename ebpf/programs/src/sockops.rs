@@ -56,6 +56,7 @@ fn record(p: &PendingConnect, established: bool) {
                 (*stats).connect_ns += bpf_ktime_get_ns().saturating_sub(p.start_ns);
             } else {
                 (*stats).failed += 1;
+                bump(Counter::ConnectFailed);
             }
         },
         None => bump(Counter::StatsMiss),
