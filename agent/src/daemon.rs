@@ -127,7 +127,7 @@ impl Shared {
         let health = table
             .iter()
             .flat_map(|(k, bs)| bs.iter().map(move |b| (*k, b.addr)))
-            .filter_map(|(k, a)| Some(((k, a), detector.view(&k, a)?)))
+            .map(|(k, a)| ((k, a), detector.view(&k, a)))
             .collect();
         Ok(Snapshot {
             table,

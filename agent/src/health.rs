@@ -9,7 +9,7 @@
 //! into state changes. Within one observation the order of successes and
 //! failures is unknown: failures after a success are assumed to be the latest.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -40,57 +40,45 @@ impl Default for HealthConfig {
     }
 }
 
-/// What the API shows of one backend.
+/// What the API shows of one backend (totals come from the kernel counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HealthView {
     pub healthy: bool,
     pub pending: u64,
-    pub total_failures: u64,
-    pub total_successes: u64,
-    /// Mean connect time over the last 60 s, microseconds (0: no connects).
+    /// Connects the agent found unanswered past the threshold (the kernel
+    /// counts the refused and timed-out ones).
+    pub overdue: u64,
+    /// Mean connect time between the last two samples (at most 60 s apart),
+    /// microseconds; 0 without connects.
     pub latency_last_60s_us: u64,
 }
 
+/// A backend the detector is watching: it failed lately or is taken out.
 #[derive(Debug, Clone)]
-struct BackendHealth {
+struct Tracked {
     seen_established: u64,
-    seen_failed: u64,
-    overdue_total: u64,
     consecutive: u32,
     open: bool,
-    last_failure: Option<Instant>,
-    pending: u64,
-    /// (when, established so far, connect ns so far) samples for the 60 s mean.
-    samples: VecDeque<(Instant, u64, u64)>,
-    successes: u64,
-    connect_ns: u64,
+    last_failure: Instant,
 }
 
-impl BackendHealth {
-    fn new(c: &BackendCounters) -> Self {
-        BackendHealth {
-            seen_established: c.established,
-            seen_failed: c.failed,
-            overdue_total: 0,
-            consecutive: 0,
-            open: true,
-            last_failure: None,
-            pending: 0,
-            samples: VecDeque::new(),
-            successes: c.established,
-            connect_ns: c.connect_ns,
-        }
-    }
-}
-
-/// Health state of every backend of every VIP.
+/// Health state. It costs memory only for backends that failed: a healthy
+/// cluster of 160,000 backends keeps nothing here but latency samples of the
+/// backends the API was asked about.
 #[derive(Debug, Default)]
 pub struct Detector {
     config: HealthConfig,
-    backends: BTreeMap<(VipKey, SocketAddr), BackendHealth>,
+    tracked: BTreeMap<(VipKey, SocketAddr), Tracked>,
+    /// Last kernel `failed` counter of backends that ever failed.
+    failed_seen: HashMap<(VipKey, SocketAddr), u64>,
+    overdue: HashMap<(VipKey, SocketAddr), u64>,
+    pending: HashMap<(VipKey, SocketAddr), u64>,
+    /// (when, established, connect ns, mean µs of the last interval).
+    latency: HashMap<(VipKey, SocketAddr), (Instant, u64, u64, u64)>,
+    initialised: bool,
 }
 
-/// A backend taken out or brought back.
+/// A backend taken out or let back in for a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthEvent {
     Down {
@@ -108,7 +96,7 @@ impl Detector {
     pub fn new(config: HealthConfig) -> Self {
         Detector {
             config,
-            backends: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -117,43 +105,36 @@ impl Detector {
     }
 
     /// Backends whose successes matter right now: failing (a success resets
-    /// their count) or taken out. Everything else needs no reading until the
-    /// kernel reports a failure somewhere.
+    /// their count) or taken out.
     pub fn watched(&self) -> Vec<(VipKey, SocketAddr)> {
-        self.backends
-            .iter()
-            .filter(|(_, h)| h.consecutive > 0 || !h.open)
-            .map(|(k, _)| *k)
-            .collect()
+        self.tracked.keys().copied().collect()
     }
 
-    /// Records counter samples for the 60 s latency mean (no state change).
+    /// Records counter samples for the latency mean (no state change).
     pub fn sample(
         &mut self,
         now: Instant,
         counters: &BTreeMap<(VipKey, SocketAddr), BackendCounters>,
     ) {
         for (key, c) in counters {
-            let h = self
-                .backends
+            let entry = self
+                .latency
                 .entry(*key)
-                .or_insert_with(|| BackendHealth::new(c));
-            h.successes = c.established;
-            h.connect_ns = c.connect_ns;
-            h.samples.push_back((now, c.established, c.connect_ns));
-            while h.samples.len() > 1
-                && h.samples
-                    .front()
-                    .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(60))
-            {
-                h.samples.pop_front();
-            }
+                .or_insert((now, c.established, c.connect_ns, 0));
+            let (t, est, ns, mean) = *entry;
+            let mean = if c.established > est && now.duration_since(t) <= Duration::from_secs(60) {
+                (c.connect_ns - ns) / (c.established - est) / 1000
+            } else if c.established > 0 && est == c.established && mean == 0 {
+                c.connect_ns / c.established / 1000
+            } else {
+                mean
+            };
+            *entry = (now, c.established, c.connect_ns, mean);
         }
     }
 
     /// Takes in counters read at `now` (every backend when `full`, else only
-    /// some) and the pending connects; returns the transitions (empty when
-    /// nothing changed selection).
+    /// the watched ones) and the pending connects; returns the transitions.
     pub fn observe(
         &mut self,
         now: Instant,
@@ -163,47 +144,83 @@ impl Detector {
     ) -> Vec<HealthEvent> {
         let mut events = Vec::new();
         if full {
-            self.backends.retain(|k, _| counters.contains_key(k));
+            self.tracked.retain(|k, _| counters.contains_key(k));
+            self.failed_seen.retain(|k, _| counters.contains_key(k));
+            self.latency.retain(|k, _| counters.contains_key(k));
         }
-        self.sample(now, counters);
+        self.pending = pending
+            .iter()
+            .filter(|(_, p)| p.in_flight > 0)
+            .map(|(k, p)| (*k, p.in_flight))
+            .collect();
+        let first = !self.initialised && full;
         for (key, c) in counters {
-            let h = self.backends.get_mut(key).expect("sampled above");
-            let p = pending.get(key).copied().unwrap_or_default();
-            h.pending = p.in_flight;
-            // Counters restart at zero when an id is reused: never go backwards.
-            let ok = c.established.saturating_sub(h.seen_established);
-            let failed = c.failed.saturating_sub(h.seen_failed) + p.overdue;
-            h.seen_established = c.established;
-            h.seen_failed = c.failed;
-            h.overdue_total += p.overdue;
-            if failed > 0 {
-                h.consecutive = if ok > 0 {
-                    failed as u32
-                } else {
-                    h.consecutive.saturating_add(failed as u32)
-                };
-                h.last_failure = Some(now);
-                if h.open && h.consecutive >= self.config.max_failures {
-                    h.open = false;
-                    events.push(HealthEvent::Down {
-                        vip: key.0,
-                        backend: key.1,
-                        failures: h.consecutive,
-                    });
+            let overdue = pending.get(key).map_or(0, |p| p.overdue);
+            if overdue > 0 {
+                *self.overdue.entry(*key).or_default() += overdue;
+            }
+            let before = self.failed_seen.get(key).copied();
+            if c.failed > 0 {
+                self.failed_seen.insert(*key, c.failed);
+            }
+            // On the first full read, failures counted before this agent
+            // started (the counters outlive it) are history, not news.
+            let failed = if first {
+                overdue
+            } else {
+                c.failed.saturating_sub(before.unwrap_or(0)) + overdue
+            };
+            let tracked = self.tracked.get_mut(key);
+            match (tracked, failed > 0) {
+                (None, false) => {}
+                (None, true) => {
+                    let t = Tracked {
+                        seen_established: c.established,
+                        consecutive: failed as u32,
+                        open: true,
+                        last_failure: now,
+                    };
+                    self.tracked.insert(*key, t);
                 }
-            } else if ok > 0 && h.open {
-                // A closed backend only comes back through the backoff.
-                h.consecutive = 0;
+                (Some(t), true) => {
+                    let ok = c.established.saturating_sub(t.seen_established);
+                    t.seen_established = c.established;
+                    t.consecutive = if ok > 0 {
+                        failed as u32
+                    } else {
+                        t.consecutive.saturating_add(failed as u32)
+                    };
+                    t.last_failure = now;
+                }
+                (Some(t), false) => {
+                    let ok = c.established.saturating_sub(t.seen_established);
+                    t.seen_established = c.established;
+                    if ok > 0 && t.open {
+                        // Answered again: no longer watched.
+                        self.tracked.remove(key);
+                    }
+                }
+            }
+            if let Some(t) = self.tracked.get_mut(key)
+                && t.open
+                && t.consecutive >= self.config.max_failures
+            {
+                t.open = false;
+                events.push(HealthEvent::Down {
+                    vip: key.0,
+                    backend: key.1,
+                    failures: t.consecutive,
+                });
             }
         }
-        for (key, h) in &mut self.backends {
-            if !h.open
-                && h.last_failure
-                    .is_some_and(|t| now.duration_since(t) >= self.config.backoff)
-            {
+        if full {
+            self.initialised = true;
+        }
+        for (key, t) in &mut self.tracked {
+            if !t.open && now.duration_since(t.last_failure) >= self.config.backoff {
                 // Half-open: chosen again; one more failure takes it out.
-                h.open = true;
-                h.consecutive = self.config.max_failures.saturating_sub(1);
+                t.open = true;
+                t.consecutive = self.config.max_failures.saturating_sub(1);
                 events.push(HealthEvent::Retry {
                     vip: key.0,
                     backend: key.1,
@@ -215,7 +232,7 @@ impl Detector {
 
     /// Whether the detector lets a backend be chosen (unknown: yes).
     pub fn is_open(&self, vip: &VipKey, backend: SocketAddr) -> bool {
-        self.backends.get(&(*vip, backend)).is_none_or(|h| h.open)
+        self.tracked.get(&(*vip, backend)).is_none_or(|t| t.open)
     }
 
     /// `table` with backends the detector took out marked unhealthy.
@@ -240,23 +257,14 @@ impl Detector {
     }
 
     /// The API's view of one backend.
-    pub fn view(&self, vip: &VipKey, backend: SocketAddr) -> Option<HealthView> {
-        let h = self.backends.get(&(*vip, backend))?;
-        let latency = match (h.samples.front(), h.samples.back()) {
-            (Some(first), Some(last)) if last.1 > first.1 => {
-                (last.2 - first.2) / (last.1 - first.1) / 1000
-            }
-            // One sample in the window: the mean since the backend appeared.
-            (_, Some(last)) if last.1 > 0 && h.samples.len() == 1 => last.2 / last.1 / 1000,
-            _ => 0,
-        };
-        Some(HealthView {
-            healthy: h.open,
-            pending: h.pending,
-            total_failures: h.seen_failed + h.overdue_total,
-            total_successes: h.successes,
-            latency_last_60s_us: latency,
-        })
+    pub fn view(&self, vip: &VipKey, backend: SocketAddr) -> HealthView {
+        let key = (*vip, backend);
+        HealthView {
+            healthy: self.is_open(vip, backend),
+            pending: self.pending.get(&key).copied().unwrap_or(0),
+            overdue: self.overdue.get(&key).copied().unwrap_or(0),
+            latency_last_60s_us: self.latency.get(&key).map_or(0, |l| l.3),
+        }
     }
 }
 
@@ -352,8 +360,8 @@ mod tests {
         )]);
         let ev = d.observe(t0, &counters(1, 8), &overdue, true);
         assert!(matches!(ev[..], [HealthEvent::Down { .. }]), "{ev:?}");
-        let v = d.view(&key().0, key().1).unwrap();
-        assert_eq!((v.pending, v.total_failures, v.healthy), (2, 9, false));
+        let v = d.view(&key().0, key().1);
+        assert_eq!((v.pending, v.overdue, v.healthy), (2, 1, false));
     }
 
     #[test]
@@ -375,13 +383,8 @@ mod tests {
     fn latency_is_the_mean_over_the_window() {
         let mut d = Detector::new(cfg());
         let t0 = Instant::now();
-        d.observe(t0, &counters(0, 0), &BTreeMap::new(), true);
-        d.observe(
-            t0 + Duration::from_secs(1),
-            &counters(10, 0),
-            &BTreeMap::new(),
-            true,
-        );
-        assert_eq!(d.view(&key().0, key().1).unwrap().latency_last_60s_us, 100);
+        d.sample(t0, &counters(0, 0));
+        d.sample(t0 + Duration::from_secs(1), &counters(10, 0));
+        assert_eq!(d.view(&key().0, key().1).latency_last_60s_us, 100);
     }
 }

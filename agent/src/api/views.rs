@@ -83,7 +83,7 @@ fn backend_view(s: &Snapshot, key: &VipKey, b: &crate::vip::Backend) -> BackendV
     let h = s.health.get(&(*key, b.addr)).copied().unwrap_or_default();
     BackendView {
         pending_connections: h.pending,
-        total_failures: c.failed.max(h.total_failures),
+        total_failures: c.failed + h.overdue,
         // TCP: connects answered; UDP has no handshake: datagrams steered.
         total_sucesses: match key.protocol {
             Protocol::Tcp => c.established,
