@@ -75,7 +75,7 @@ impl Shared {
     /// Cheap when nothing fails: it reads one kernel counter (failures of all
     /// backends), the in-flight connects and the counters of the few backends
     /// already failing; every backend's counters only when a failure happened.
-    pub fn observe_health(&self, now: Instant) -> Result<Vec<HealthEvent>, EbpfError> {
+    pub fn observe_health(&self, now: Instant) -> Result<(Vec<HealthEvent>, bool), EbpfError> {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
         let mut detector = self.detector.lock().expect("detector lock");
         let failures = dp.events()?.get("connect_failed").copied().unwrap_or(0);
@@ -84,12 +84,13 @@ impl Shared {
         let mut seen = self.failures_seen.lock().expect("failures lock");
         let full = *seen != Some(failures) || overdue;
         *seen = Some(failures);
+        let watched = detector.watched();
         let counters = if full {
-            dp.counters()?
+            dp.counters_failing(&watched)?
         } else {
-            dp.counters_for(&detector.watched())?
+            dp.counters_for(&watched)?
         };
-        Ok(detector.observe(now, &counters, &pending, full))
+        Ok((detector.observe(now, &counters, &pending, full), full))
     }
 
     /// `table` with the failure detector's verdicts applied.
@@ -326,8 +327,11 @@ impl Reconciler {
         let now = Instant::now();
         match self.shared.observe_health(now) {
             Err(e) => tracing::warn!(error = %e, "reading connect outcomes failed"),
-            Ok(events) if events.is_empty() => {}
-            Ok(events) => {
+            Ok((events, full)) if events.is_empty() => {
+                // A pass over every backend leaves garbage worth returning.
+                self.trim_pending |= full;
+            }
+            Ok((events, _)) => {
                 for e in &events {
                     match e {
                         HealthEvent::Down {

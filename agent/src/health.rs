@@ -110,12 +110,16 @@ impl Detector {
         self.tracked.keys().copied().collect()
     }
 
-    /// Records counter samples for the latency mean (no state change).
+    /// Records counter samples of every backend for the latency mean, and
+    /// forgets backends that no longer exist (no state change).
     pub fn sample(
         &mut self,
         now: Instant,
         counters: &BTreeMap<(VipKey, SocketAddr), BackendCounters>,
     ) {
+        self.latency.retain(|k, _| counters.contains_key(k));
+        self.failed_seen.retain(|k, _| counters.contains_key(k));
+        self.overdue.retain(|k, _| counters.contains_key(k));
         for (key, c) in counters {
             let entry = self
                 .latency
@@ -144,9 +148,8 @@ impl Detector {
     ) -> Vec<HealthEvent> {
         let mut events = Vec::new();
         if full {
+            // A full read lists every failing or watched backend that exists.
             self.tracked.retain(|k, _| counters.contains_key(k));
-            self.failed_seen.retain(|k, _| counters.contains_key(k));
-            self.latency.retain(|k, _| counters.contains_key(k));
         }
         self.pending = pending
             .iter()

@@ -442,6 +442,24 @@ impl Dataplane for EbpfDataplane {
         Ok(out)
     }
 
+    fn counters_failing(
+        &self,
+        also: &[(VipKey, SocketAddr)],
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
+        let also: std::collections::BTreeSet<&(VipKey, SocketAddr)> = also.iter().collect();
+        let mut out = BTreeMap::new();
+        for (service, backend, id) in self.programmed.backend_ids() {
+            let Some(vip) = vip_key(service) else {
+                continue;
+            };
+            let c = self.read_stats(id)?;
+            if c.failed > 0 || also.contains(&(vip, backend)) {
+                out.insert((vip, backend), c);
+            }
+        }
+        Ok(out)
+    }
+
     fn counters_for(
         &self,
         keys: &[(VipKey, SocketAddr)],

@@ -45,6 +45,14 @@ pub trait Dataplane {
     /// Counters per (VIP, backend), read from the kernel.
     fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
 
+    /// Counters of backends that have failures or are in `also` (the others
+    /// are read but not returned: a health pass over 160,000 backends must
+    /// not build a 160,000-entry map).
+    fn counters_failing(
+        &self,
+        also: &[(VipKey, SocketAddr)],
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+
     /// Counters of some backends only (unknown ones are left out).
     fn counters_for(
         &self,
