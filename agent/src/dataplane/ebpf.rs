@@ -392,22 +392,23 @@ fn attach_and_pin(
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| prog_err(ProgramError::UnexpectedProgramType))?;
+    // Load, attach to the cgroup and turn the link into a pinnable FdLink; the
+    // same steps for both program types aya models separately.
+    macro_rules! attach_as {
+        ($ty:ty) => {{
+            let prog: &mut $ty = prog.try_into().map_err(prog_err)?;
+            prog.load().map_err(prog_err)?;
+            let id = prog
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(prog_err)?;
+            let link = prog.take_link(id).map_err(prog_err)?;
+            link.try_into().map_err(|e| pin_err(&e))?
+        }};
+    }
     let fd_link: FdLink = if program == "garrison_sockops" {
-        let prog: &mut SockOps = prog.try_into().map_err(prog_err)?;
-        prog.load().map_err(prog_err)?;
-        let id = prog
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map_err(prog_err)?;
-        let link = prog.take_link(id).map_err(prog_err)?;
-        link.try_into().map_err(|e| pin_err(&e))?
+        attach_as!(SockOps)
     } else {
-        let prog: &mut CgroupSockAddr = prog.try_into().map_err(prog_err)?;
-        prog.load().map_err(prog_err)?;
-        let id = prog
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map_err(prog_err)?;
-        let link = prog.take_link(id).map_err(prog_err)?;
-        link.try_into().map_err(|e| pin_err(&e))?
+        attach_as!(CgroupSockAddr)
     };
     fd_link.pin(path).map_err(|e| EbpfError::Pin {
         program,

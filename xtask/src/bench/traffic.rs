@@ -217,20 +217,7 @@ fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    super::update::status_kib(pid, "VmRSS:").unwrap_or(0.0) / 1024.0
 }
 
 /// One run of the load generator against `targets`, with system CPU around it.

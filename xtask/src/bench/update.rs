@@ -170,7 +170,8 @@ pub struct ScaleRow {
     pub file_mib: f64,
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<f64> {
+/// A `kB` field of /proc/PID/status (VmRSS:, VmHWM:), in KiB.
+pub(super) fn status_kib(pid: u32, field: &str) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
