@@ -312,30 +312,15 @@ impl DrfSorter {
         self.nodes[i].dirty = false;
     }
 
-    fn collect(&mut self, i: usize, out: &mut Vec<ClientId>) {
-        if self.nodes[i].dirty {
-            self.sort_children(i);
-        }
-        for k in 0..self.nodes[i].children.len() {
-            let c = self.nodes[i].children[k];
-            if self.nodes[c].removed {
-                continue;
-            }
-            if self.nodes[c].leaf {
-                if self.nodes[c].active {
-                    out.push(c);
-                }
-            } else {
-                self.collect(c, out);
-            }
-        }
-    }
-
     /// Active clients in allocation order.
     pub fn sort(&mut self) -> &[ClientId] {
         if self.cache.is_none() {
             let mut out = Vec::with_capacity(self.clients.len());
-            self.collect(0, &mut out);
+            // Walk every active client in order (the predicate never matches).
+            self.find_in(0, &mut |c| {
+                out.push(c);
+                false
+            });
             self.cache = Some(out);
         }
         self.cache.as_deref().expect("just computed")

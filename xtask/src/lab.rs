@@ -72,16 +72,21 @@ pub fn agent_binary(release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The VIP file for `vip` over every node's backend port.
-pub fn vip_file_json(vip: &str, backends: &[String]) -> String {
-    let list: Vec<String> = backends
+/// One VIP file entry: `vip` over the backend port of every address in `ips`.
+pub fn vip_entry_json(vip: &str, ips: &[String]) -> String {
+    let list: Vec<String> = ips
         .iter()
         .map(|ip| format!(r#"{{"ip":"{ip}","port":{BACKEND_PORT}}}"#))
         .collect();
     format!(
-        r#"[{{"vip":"{vip}","protocol":"tcp","backend":[{}]}}]"#,
+        r#"{{"vip":"{vip}","protocol":"tcp","backend":[{}]}}"#,
         list.join(",")
     )
+}
+
+/// The VIP file for `vip` over every node's backend port.
+pub fn vip_file_json(vip: &str, ips: &[String]) -> String {
+    format!("[{}]", vip_entry_json(vip, ips))
 }
 
 impl Lab {

@@ -357,16 +357,7 @@ pub fn scale_curve(args: &BenchArgs, agent: &Path, sizes: &[usize]) -> Result<Ve
         )?;
         let b = backends(&lab);
         let ip_list: Vec<String> = lab.node_ips();
-        let entry = |vip: &str| {
-            let list: Vec<String> = ip_list
-                .iter()
-                .map(|ip| format!(r#"{{"ip":"{ip}","port":{BACKEND_PORT}}}"#))
-                .collect();
-            format!(
-                r#"{{"vip":"{vip}","protocol":"tcp","backend":[{}]}}"#,
-                list.join(",")
-            )
-        };
+        let entry = |vip: &str| lab::vip_entry_json(vip, &ip_list);
         let first: Vec<String> = (0..1).map(|i| entry(&scale_vip(20, i))).collect();
         let file = lab.write_file("vips.json", &format!("[{}]", first.join(",")))?;
         lab.start_agent(
