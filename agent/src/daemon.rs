@@ -84,7 +84,15 @@ impl Shared {
         let mut seen = self.failures_seen.lock().expect("failures lock");
         let full = *seen != Some(failures) || overdue;
         *seen = Some(failures);
-        let watched = detector.watched();
+        // Watched backends, and every backend with an overdue connect (its
+        // kernel `failed` counter may be 0: unanswered is not refused).
+        let mut watched = detector.watched();
+        watched.extend(
+            pending
+                .iter()
+                .filter(|(_, p)| p.overdue > 0)
+                .map(|(k, _)| *k),
+        );
         let counters = if full {
             dp.counters_failing(&watched)?
         } else {

@@ -40,7 +40,8 @@ macro_rules! with_scenarios {
             agent_sigkill_and_restart_lose_no_connection,
             agent_reloads_on_sighup_and_keeps_table_on_bad_file,
             agent_serves_named_vip_from_mesos_state,
-            failing_backend_is_taken_out_and_retried_after_backoff
+            failing_backend_is_taken_out_and_retried_after_backoff,
+            silent_backend_is_taken_out_by_the_timeout
         );
     };
 }
@@ -804,5 +805,97 @@ pub fn failing_backend_is_taken_out_and_retried_after_backoff() {
     let log = agent.log();
     assert!(log.contains("retried after backoff"), "{log}");
     assert!(log.matches("taken out of selection").count() >= 2, "{log}");
+    agent.signal(libc::SIGTERM);
+}
+
+/// A listening socket that never answers: backlog 0, accept queue filled by
+/// direct connects, so further SYNs are dropped by the kernel.
+fn silent_backend() -> (std::os::fd::OwnedFd, SocketAddr, Vec<TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a fresh fd; addresses are valid sockaddr_in.
+    let (fd, addr) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut glen = len;
+        libc::getsockname(fd, (&mut got as *mut libc::sockaddr_in).cast(), &mut glen);
+        let port = u16::from_be(got.sin_port);
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fd),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    };
+    // Fill the accept queue: once full, a connect gets no answer.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(_) => return (fd, addr, held),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
+/// Passive health, timeout path: a backend that never answers is taken out
+/// once connects stay unanswered past the threshold (400 ms), counted by the
+/// agent from the kernel's in-flight connect map.
+pub fn silent_backend_is_taken_out_by_the_timeout() {
+    let rig = AgentRig::new(
+        "silent",
+        &[
+            "--poll-ms",
+            "100",
+            "--health-max-failures",
+            "3",
+            "--health-backoff-secs",
+            "600",
+        ],
+    );
+    let (_listener, silent, _held) = silent_backend();
+    rig.write_vips(&[rig.backends[0], silent]);
+    let mut agent = rig.start_waiting_for(&silent.port().to_string());
+    let vip: SocketAddr = RIG_VIP.parse().unwrap();
+
+    // Clients wait up to 3 s: the agent's 400 ms threshold, not the client,
+    // must be what counts these as failures.
+    let start = Instant::now();
+    while !agent.log().contains("taken out of selection")
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        let netns = rig.ns.handle().unwrap();
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let netns = netns.try_clone().unwrap();
+                thread::spawn(move || {
+                    enter_netns(&netns).unwrap();
+                    let _ = TcpStream::connect_timeout(&vip, Duration::from_secs(3));
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(700));
+        drop(clients);
+    }
+    let log = agent.log();
+    assert!(log.contains("taken out of selection"), "{log}");
+    let (_, body) = http_get(rig.api, &format!("/backend/{silent}")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let view = &json["vips"][RIG_VIP];
+    assert_eq!(view["is_healthy"], false, "{body}");
+    assert!(view["total_failures"].as_u64().unwrap() >= 3, "{body}");
+    let counts = tally(vip, 20);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["backend-1"],
+        "{counts:?}"
+    );
     agent.signal(libc::SIGTERM);
 }
