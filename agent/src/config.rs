@@ -24,6 +24,10 @@
 //! timeout_ms = 400                 # a connect unanswered this long is a failure
 //! max_failures = 5                 # consecutive failures that take a backend out
 //! backoff_secs = 30                # retried this long after its last failure
+//!
+//! [nfqueue]                        # the NFQUEUE data path (dataplane = "nfqueue")
+//! queues = "50:58"                 # --queue-balance range, one worker per queue
+//! fail_open = false                # true: SYNs the agent misses go to the VIP address
 //! ```
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -47,6 +51,16 @@ pub struct RawConfig {
     pub sources: RawSources,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub nfqueue: RawNfqueue,
+}
+
+/// `[nfqueue]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNfqueue {
+    pub queues: Option<String>,
+    pub fail_open: Option<bool>,
 }
 
 /// `[health]` as written: the passive failure detector.
@@ -73,7 +87,7 @@ pub struct RawSources {
 /// Which data path programs the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataplaneKind {
-    /// eBPF when cgroup sock_addr programs can be attached (today: always eBPF).
+    /// eBPF when cgroup sock_addr programs can be attached, else NFQUEUE.
     Auto,
     Ebpf,
     Nfqueue,
@@ -93,6 +107,7 @@ pub struct Config {
     pub cleanup_on_exit: bool,
     pub sources: SourcesConfig,
     pub health: crate::health::HealthConfig,
+    pub nfqueue: crate::dataplane::NfqueueConfig,
 }
 
 /// The validated `[sources]` table.
@@ -120,6 +135,26 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+}
+
+/// `FIRST:LAST` queue numbers, at most 64 queues (one thread each).
+fn parse_queue_range(s: &str) -> Result<(u16, u16), &'static str> {
+    let (a, b) = s.split_once(':').unwrap_or((s, s));
+    let first: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| "expected FIRST:LAST queue numbers (0-65535), e.g. 50:58")?;
+    let last: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| "expected FIRST:LAST queue numbers (0-65535), e.g. 50:58")?;
+    if last < first {
+        return Err("the last queue is below the first");
+    }
+    if last - first >= 64 {
+        return Err("at most 64 queues (one worker thread each)");
+    }
+    Ok((first, last))
 }
 
 fn invalid(key: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -174,6 +209,8 @@ impl RawConfig {
         take!(health.timeout_ms);
         take!(health.max_failures);
         take!(health.backoff_secs);
+        take!(nfqueue.queues);
+        take!(nfqueue.fail_open);
         self
     }
 
@@ -195,13 +232,13 @@ impl RawConfig {
                 ));
             }
         };
-        if dataplane == DataplaneKind::Nfqueue {
-            return Err(invalid(
-                "dataplane",
-                "nfqueue",
-                "the NFQUEUE data path is not built yet; use auto or ebpf",
-            ));
-        }
+        let queues_s = self.nfqueue.queues.unwrap_or_else(|| "50:58".into());
+        let queues = parse_queue_range(&queues_s)
+            .map_err(|why| invalid("nfqueue.queues", &queues_s, why))?;
+        let nfqueue = crate::dataplane::NfqueueConfig {
+            queues,
+            fail_open: self.nfqueue.fail_open.unwrap_or(false),
+        };
         let range_s = self.named_vip_range.unwrap_or_else(|| "11.0.0.0/8".into());
         let named_vip_range: Ipv4Range = range_s
             .parse()
@@ -261,6 +298,7 @@ impl RawConfig {
             state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
             health,
+            nfqueue,
             sources: SourcesConfig {
                 vips_file: s.vips_file,
                 vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,
@@ -301,6 +339,8 @@ mod tests {
         let c = RawConfig::default().validate().unwrap();
         assert_eq!(c.api.to_string(), "127.0.0.1:61421");
         assert_eq!(c.dataplane, DataplaneKind::Auto);
+        assert_eq!(c.nfqueue.queues, (50, 58));
+        assert!(!c.nfqueue.fail_open);
         assert_eq!(c.named_vip_range.to_string(), "11.0.0.0/8");
         assert_eq!(c.dns_domain, "l4lb.thisdcos.directory");
         assert_eq!(c.sources.mesos_poll, Duration::from_secs(2));
@@ -355,6 +395,17 @@ mod tests {
         });
         assert!(
             e.contains("`dataplane`") && e.contains("auto, ebpf or nfqueue"),
+            "{e}"
+        );
+        let e = bad(RawConfig {
+            nfqueue: RawNfqueue {
+                queues: Some("58:50".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert!(
+            e.contains("`nfqueue.queues`") && e.contains("\"58:50\"") && e.contains("below"),
             "{e}"
         );
         let e = bad(RawConfig {

@@ -23,7 +23,7 @@ use tokio::{
 use crate::{
     api::{self, views::Snapshot},
     config::SourcesConfig,
-    dataplane::{Dataplane, EbpfError},
+    dataplane::{Dataplane, DataplaneError},
     health::{Detector, HealthConfig, HealthEvent},
     metrics::AgentMetrics,
     sources::{
@@ -75,7 +75,7 @@ impl Shared {
     /// Cheap when nothing fails: it reads one kernel counter (failures of all
     /// backends), the in-flight connects and the counters of the few backends
     /// already failing; every backend's counters only when a failure happened.
-    pub fn observe_health(&self, now: Instant) -> Result<(Vec<HealthEvent>, bool), EbpfError> {
+    pub fn observe_health(&self, now: Instant) -> Result<(Vec<HealthEvent>, bool), DataplaneError> {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
         let mut detector = self.detector.lock().expect("detector lock");
         let failures = dp.events()?.get("connect_failed").copied().unwrap_or(0);
@@ -118,7 +118,7 @@ impl Shared {
 
     /// Programs `table`; on success it becomes the served table, on error the
     /// previous one stays programmed and served.
-    pub fn apply(&self, table: VipTable) -> Result<(), EbpfError> {
+    pub fn apply(&self, table: VipTable) -> Result<(), DataplaneError> {
         let mut dp = self.dataplane.lock().expect("dataplane lock");
         dp.apply(&table)?;
         *self.table.write().expect("table lock") = table;
@@ -126,7 +126,7 @@ impl Shared {
     }
 
     /// Table and kernel counters, read together.
-    pub fn snapshot(&self) -> Result<Snapshot, EbpfError> {
+    pub fn snapshot(&self) -> Result<Snapshot, DataplaneError> {
         let dp = self.dataplane.lock().expect("dataplane lock");
         let counters = dp.counters()?;
         let events = dp.events()?;
@@ -148,7 +148,7 @@ impl Shared {
 
     /// Cheap liveness probe of the data plane: the event counters (a handful
     /// of map reads, unlike [`Shared::snapshot`]) and the number of VIPs.
-    pub fn health(&self) -> Result<usize, EbpfError> {
+    pub fn health(&self) -> Result<usize, DataplaneError> {
         self.dataplane.lock().expect("dataplane lock").events()?;
         Ok(self.table.read().expect("table lock").len())
     }

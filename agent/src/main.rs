@@ -8,10 +8,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
-    config::{self, Config, RawConfig, RawHealth, RawSources},
+    config::{self, Config, DataplaneKind, RawConfig, RawHealth, RawNfqueue, RawSources},
     daemon::{NamedVips, RunConfig, Shared, run},
-    dataplane::{EbpfConfig, EbpfDataplane, ebpf::remove_pins},
+    dataplane::{Dataplane, EbpfConfig, EbpfDataplane, NfqueueDataplane, ebpf::remove_pins},
     sys,
+    vip::VipTable,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -93,6 +94,13 @@ struct RunArgs {
     /// Remove the pinned data plane on exit (default: leave it serving).
     #[arg(long)]
     cleanup: bool,
+    /// NFQUEUE path: queue numbers FIRST:LAST [default: 50:58].
+    #[arg(long)]
+    nfqueue_queues: Option<String>,
+    /// NFQUEUE path: SYNs the agent does not see go to the VIP address
+    /// unbalanced instead of being refused.
+    #[arg(long)]
+    nfqueue_fail_open: bool,
 }
 
 impl RunArgs {
@@ -113,6 +121,10 @@ impl RunArgs {
                 mesos_poll_ms: self.mesos_poll_ms,
                 mesos_timeout_ms: self.mesos_timeout_ms,
                 grace_secs: self.source_grace_secs,
+            },
+            nfqueue: RawNfqueue {
+                queues: self.nfqueue_queues.clone(),
+                fail_open: self.nfqueue_fail_open.then_some(true),
             },
             health: RawHealth {
                 timeout_ms: self.health_timeout_ms,
@@ -150,7 +162,18 @@ fn main() -> Result<()> {
     }
 }
 
-fn run_agent(config: Config) -> Result<()> {
+type BoxedDataplane = Box<dyn Dataplane + Send>;
+
+/// An opened data path, the table it holds already, and whether it keeps
+/// serving from pins after the agent exits (the eBPF path) or removes its
+/// rules on a clean exit (the NFQUEUE path).
+struct Opened {
+    dataplane: BoxedDataplane,
+    initial: VipTable,
+    pinned: bool,
+}
+
+fn open_ebpf(config: &Config) -> Result<Opened> {
     let cgroup = match &config.cgroup {
         Some(c) => c.clone(),
         None => sys::find_mount("cgroup2")
@@ -163,12 +186,47 @@ fn run_agent(config: Config) -> Result<()> {
         cgroup: cgroup.clone(),
         pin_dir: config.bpffs.clone(),
     })
-    .context(
-        "starting the eBPF data plane (dataplane = auto/ebpf; the NFQUEUE path is not built yet)",
-    )?;
-    tracing::info!(cgroup = %cgroup.display(), pins = %config.bpffs.display(), readopted = dp.readopted(), "data plane ready");
-    let initial = dp.programmed_table();
-    let shared = Arc::new(Shared::with_health(Box::new(dp), initial, config.health));
+    .context("starting the eBPF data plane")?;
+    tracing::info!(dataplane = "ebpf", cgroup = %cgroup.display(), pins = %config.bpffs.display(), readopted = dp.readopted(), "data plane ready");
+    Ok(Opened {
+        initial: dp.programmed_table(),
+        dataplane: Box::new(dp),
+        pinned: true,
+    })
+}
+
+fn open_nfqueue(config: &Config) -> Result<Opened> {
+    let dp = NfqueueDataplane::open(config.nfqueue).context("starting the NFQUEUE data plane")?;
+    let (first, last) = config.nfqueue.queues;
+    tracing::info!(dataplane = "nfqueue", queues = %format!("{first}:{last}"), fail_open = config.nfqueue.fail_open, "data plane ready");
+    Ok(Opened {
+        dataplane: Box::new(dp),
+        initial: VipTable::new(),
+        pinned: false,
+    })
+}
+
+fn run_agent(config: Config) -> Result<()> {
+    let opened = match config.dataplane {
+        DataplaneKind::Ebpf => open_ebpf(&config)?,
+        DataplaneKind::Nfqueue => open_nfqueue(&config)?,
+        DataplaneKind::Auto => match open_ebpf(&config) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the eBPF data plane cannot start; falling back to NFQUEUE (dataplane = auto)"
+                );
+                open_nfqueue(&config)?
+            }
+        },
+    };
+    let pinned = opened.pinned;
+    let shared = Arc::new(Shared::with_health(
+        opened.dataplane,
+        opened.initial,
+        config.health,
+    ));
     let api: SocketAddr = config.api;
     let run_config = RunConfig {
         sources: config.sources.clone(),
@@ -191,8 +249,13 @@ fn run_agent(config: Config) -> Result<()> {
         run(listener, shared.clone(), run_config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
+    // Tasks holding the shared state end with the runtime; then the data
+    // plane is dropped (the NFQUEUE path removes its rules and sets).
+    drop(runtime);
     drop(shared);
-    if config.cleanup_on_exit {
+    if !pinned {
+        tracing::info!("stopped; rules and sets removed");
+    } else if config.cleanup_on_exit {
         remove_pins(&config.bpffs)?;
         tracing::info!("data plane removed (cleanup_on_exit)");
     } else {

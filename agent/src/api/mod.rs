@@ -42,7 +42,7 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, Json(serde_json::json!({ "error": code }))).into_response()
 }
 
-fn internal(e: crate::dataplane::EbpfError) -> Response {
+fn internal(e: crate::dataplane::DataplaneError) -> Response {
     tracing::error!(error = %e, "reading data-plane counters");
     error(StatusCode::INTERNAL_SERVER_ERROR, "counters_unavailable")
 }

@@ -419,20 +419,22 @@ fn attach_and_pin(
 }
 
 impl Dataplane for EbpfDataplane {
-    fn apply(&mut self, table: &VipTable) -> Result<(), EbpfError> {
-        let (ops, next) = plan(&self.programmed, table)?;
+    fn apply(&mut self, table: &VipTable) -> Result<(), super::DataplaneError> {
+        let (ops, next) = plan(&self.programmed, table).map_err(EbpfError::from)?;
         for op in &ops {
             if let Err(e) = self.execute(op) {
                 // Re-read what is really there so the next apply plans from truth.
                 self.programmed = self.read_programmed().unwrap_or_default();
-                return Err(e);
+                return Err(e.into());
             }
         }
         self.programmed = next;
         Ok(())
     }
 
-    fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
+    fn counters(
+        &self,
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, super::DataplaneError> {
         let mut out = BTreeMap::new();
         for (service, backend, id) in self.programmed.backend_ids() {
             let Some(vip) = vip_key(service) else {
@@ -446,7 +448,7 @@ impl Dataplane for EbpfDataplane {
     fn counters_failing(
         &self,
         also: &[(VipKey, SocketAddr)],
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, super::DataplaneError> {
         let also: std::collections::BTreeSet<&(VipKey, SocketAddr)> = also.iter().collect();
         let mut out = BTreeMap::new();
         for (service, backend, id) in self.programmed.backend_ids() {
@@ -464,7 +466,7 @@ impl Dataplane for EbpfDataplane {
     fn counters_for(
         &self,
         keys: &[(VipKey, SocketAddr)],
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError> {
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, super::DataplaneError> {
         let mut out = BTreeMap::new();
         for (vip, backend) in keys {
             let id = self
@@ -482,7 +484,7 @@ impl Dataplane for EbpfDataplane {
     fn pending(
         &mut self,
         overdue_after: std::time::Duration,
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, EbpfError> {
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, super::DataplaneError> {
         let now = monotonic_ns();
         let mut by_id: BTreeMap<u32, Pending> = BTreeMap::new();
         let mut overdue_keys = Vec::new();
@@ -510,7 +512,7 @@ impl Dataplane for EbpfDataplane {
         Ok(out)
     }
 
-    fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError> {
+    fn events(&self) -> Result<BTreeMap<&'static str, u64>, super::DataplaneError> {
         let mut out = BTreeMap::new();
         for c in Counter::ALL {
             let per_cpu = self

@@ -5,12 +5,24 @@
 //! - [`Dataplane`]: the trait every data path implements.
 //! - [`plan`]: pure planning of map updates (the update protocol).
 //! - [`ebpf`]: [`EbpfDataplane`], socket-level balancing with cgroup sock_addr programs.
+//! - [`nfqueue`]: [`NfqueueDataplane`], DC/OS Minuteman's NFQUEUE + ipset + conntrack path.
 pub mod ebpf;
+pub mod nfqueue;
 pub mod plan;
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
 pub use ebpf::{EbpfConfig, EbpfDataplane, EbpfError};
+pub use nfqueue::{NfqueueConfig, NfqueueDataplane, NfqueueError};
+
+/// A data path's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    #[error(transparent)]
+    Nfqueue(#[from] NfqueueError),
+}
 
 use crate::vip::{VipKey, VipTable};
 
@@ -40,10 +52,10 @@ pub struct Pending {
 pub trait Dataplane {
     /// Makes the kernel match `table`. On error, what was programmed before
     /// keeps working (the update protocol never leaves a VIP half-written).
-    fn apply(&mut self, table: &VipTable) -> Result<(), EbpfError>;
+    fn apply(&mut self, table: &VipTable) -> Result<(), DataplaneError>;
 
     /// Counters per (VIP, backend), read from the kernel.
-    fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+    fn counters(&self) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, DataplaneError>;
 
     /// Counters of backends that have failures or are in `also` (the others
     /// are read but not returned: a health pass over 160,000 backends must
@@ -51,21 +63,21 @@ pub trait Dataplane {
     fn counters_failing(
         &self,
         also: &[(VipKey, SocketAddr)],
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, DataplaneError>;
 
     /// Counters of some backends only (unknown ones are left out).
     fn counters_for(
         &self,
         keys: &[(VipKey, SocketAddr)],
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, EbpfError>;
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, DataplaneError>;
 
     /// Data-path-wide event counters by name (e.g. `no_backend`).
-    fn events(&self) -> Result<BTreeMap<&'static str, u64>, EbpfError>;
+    fn events(&self) -> Result<BTreeMap<&'static str, u64>, DataplaneError>;
 
     /// Unanswered TCP connects per backend; those older than `overdue_after`
     /// are reported once as overdue and forgotten.
     fn pending(
         &mut self,
         overdue_after: std::time::Duration,
-    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, EbpfError>;
+    ) -> Result<BTreeMap<(VipKey, SocketAddr), Pending>, DataplaneError>;
 }

@@ -5,6 +5,8 @@
 //! - [`file`]: the static VIP file (`--vips FILE`), in the `/v1/vips` shape.
 //! - [`slots`]: turns backend weights into uniform selection slots.
 //! - [`named`]: named VIPs: DNS labels and address allocation.
+//! - [`choose`]: power-of-two-choices backend choice (the NFQUEUE path).
+pub mod choose;
 pub mod file;
 pub mod named;
 pub mod slots;
