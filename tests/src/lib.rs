@@ -7,7 +7,10 @@
 //! - [`TestCgroup`]: a child cgroup v2 holding this process while it lives.
 //! - [`TestPins`]: a private pin directory on a bpffs, removed on drop.
 //! - [`serve_tcp_name`]: a tiny TCP server answering with its name.
-//! - [`scenarios`]: the test bodies, shared by host tests and the guest runner.
+//! - [`PeerNs`]: a named namespace joined to the caller's by a veth pair.
+//! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
+//!   [`nfqueue`]: those of the NFQUEUE data path.
+pub mod nfqueue;
 pub mod scenarios;
 
 use garrison_agent::sys;
@@ -419,5 +422,135 @@ impl StubHttp {
 
     pub fn set(&self, status: u16, body: String) {
         *self.content.lock().expect("stub lock") = (status, body);
+    }
+}
+
+/// Runs `program args` from a thread inside `ns` (the child inherits the
+/// thread's network namespace); fails with the command and its stderr.
+pub fn run_in_netns(ns: &OwnedFd, program: &str, args: &[&str]) -> io::Result<()> {
+    let ns = ns.try_clone()?;
+    let (program, args): (String, Vec<String>) =
+        (program.into(), args.iter().map(|s| s.to_string()).collect());
+    thread::spawn(move || {
+        enter_netns(&ns)?;
+        run_cmd(
+            &program,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    })
+    .join()
+    .expect("command thread")
+}
+
+/// Runs `program args` in the calling thread's namespace; fails with the
+/// command and its stderr.
+pub fn run_cmd(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Output of `program args` in the calling thread's namespace.
+pub fn cmd_output(program: &str, args: &[&str]) -> io::Result<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A named network namespace joined to the calling thread's namespace by a
+/// veth pair: `10.77.<n>.1/24` on the caller's side (`gv<n>`), `10.77.<n>.2/24`
+/// inside (`eth0`). Deleted (with its veth) on drop. Traffic stays between the
+/// two namespaces: neither has a route anywhere else.
+pub struct PeerNs {
+    pub name: String,
+    pub fd: OwnedFd,
+    /// The caller's address on the link.
+    pub local: std::net::Ipv4Addr,
+    /// The peer's address.
+    pub remote: std::net::Ipv4Addr,
+}
+
+impl PeerNs {
+    pub fn new(n: u8) -> io::Result<Self> {
+        let name = unique(&format!("peer{n}"));
+        run_cmd("ip", &["netns", "add", &name])?;
+        let fd = fs::File::open(format!("/run/netns/{name}"))?.into();
+        let peer = PeerNs {
+            name,
+            fd,
+            local: std::net::Ipv4Addr::new(10, 77, n, 1),
+            remote: std::net::Ipv4Addr::new(10, 77, n, 2),
+        };
+        let dev = format!("gv{n}");
+        let ns = peer.name.as_str();
+        let steps: [&[&str]; 7] = [
+            &[
+                "link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+            &["addr", "add", &format!("{}/24", peer.local), "dev", &dev],
+            &["link", "set", &dev, "up"],
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", peer.remote),
+                "dev",
+                "eth0",
+            ],
+            &["-n", ns, "link", "set", "eth0", "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+            &[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "10.77.0.0/16",
+                "via",
+                &peer.local.to_string(),
+            ],
+        ];
+        for args in steps {
+            run_cmd("ip", args)?;
+        }
+        Ok(peer)
+    }
+
+    /// A TCP listener bound to `addr` inside the namespace.
+    pub fn listen_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let ns = self.fd.try_clone()?;
+        thread::spawn(move || {
+            enter_netns(&ns)?;
+            TcpListener::bind(addr)
+        })
+        .join()
+        .expect("listener thread")
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn run(&self, program: &str, args: &[&str]) -> io::Result<()> {
+        run_in_netns(&self.fd, program, args)
+    }
+}
+
+impl Drop for PeerNs {
+    fn drop(&mut self) {
+        if let Err(e) = run_cmd("ip", &["netns", "del", &self.name]) {
+            eprintln!("cleanup: {e}");
+        }
     }
 }

@@ -20,6 +20,11 @@ use garrison_agent::{
     vip::{Backend, Protocol, VipKey, VipTable},
 };
 
+pub use crate::nfqueue::{
+    nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
+    nfqueue_balances_across_namespaces_and_cleans_up,
+    nfqueue_silent_backend_is_taken_out_and_retried,
+};
 use crate::{
     LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins, ask_name, enter_netns, http_get,
     mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
@@ -41,7 +46,10 @@ macro_rules! with_scenarios {
             agent_reloads_on_sighup_and_keeps_table_on_bad_file,
             agent_serves_named_vip_from_mesos_state,
             failing_backend_is_taken_out_and_retried_after_backoff,
-            silent_backend_is_taken_out_by_the_timeout
+            silent_backend_is_taken_out_by_the_timeout,
+            nfqueue_balances_across_namespaces_and_cleans_up,
+            nfqueue_silent_backend_is_taken_out_and_retried,
+            nfqueue_agent_killed_fail_closed_refuses_fail_open_continues
         );
     };
 }
@@ -328,14 +336,14 @@ pub fn agent_binary() -> PathBuf {
     candidate
 }
 
-struct AgentProcess {
+pub(crate) struct AgentProcess {
     child: Child,
     api: SocketAddr,
     log: PathBuf,
 }
 
 impl AgentProcess {
-    fn start(args: &[String], api: SocketAddr, log: PathBuf, ready_when: &str) -> Self {
+    pub(crate) fn start(args: &[String], api: SocketAddr, log: PathBuf, ready_when: &str) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -355,12 +363,12 @@ impl AgentProcess {
         agent
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Polls /v1/vips until `ready(body)`, at most 20 s.
-    fn wait_until(&mut self, ready: impl Fn(&str) -> bool) {
+    pub(crate) fn wait_until(&mut self, ready: impl Fn(&str) -> bool) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -382,7 +390,7 @@ impl AgentProcess {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
     }
 
-    fn signal(&mut self, sig: libc::c_int) {
+    pub(crate) fn signal(&mut self, sig: libc::c_int) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
         let _ = self.child.wait();
