@@ -38,6 +38,20 @@ const MODULES: &[&str] = &[
     "ipt_REJECT",
     "nf_tables",
     "nft_compat",
+    // iptables-nft turns these matches and targets into native expressions
+    "nft_chain_nat",
+    "nft_ct",
+    "nft_queue",
+    "nft_reject",
+    "nft_reject_inet",
+    "nft_reject_ipv4",
+    "nft_reject_ipv6",
+    "xt_conntrack",
+    "xt_comment",
+    "xt_mark",
+    "ip6t_REJECT",
+    "ip6_tables",
+    "nf_reject_ipv6",
 ];
 
 fn mount(fstype: &str, dir: &str) {
@@ -95,7 +109,16 @@ fn main() {
     println!("garrison-vm: kernel {release}");
     modules::load_all(&release, MODULES);
     // SAFETY: still single-threaded; the scenarios find the agent through this.
-    unsafe { std::env::set_var("GARRISON_AGENT_BIN", "/bin/garrison-agent") };
+    unsafe {
+        std::env::set_var("GARRISON_AGENT_BIN", "/bin/garrison-agent");
+        // Where xtask's userland stage put iptables, ipset and ip and their
+        // libraries (xtask/src/vm/userland.rs).
+        std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        std::env::set_var(
+            "LD_LIBRARY_PATH",
+            "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64",
+        );
+    }
 
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, scenario) in garrison_tests::scenarios::ALL {

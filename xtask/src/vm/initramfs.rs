@@ -1,6 +1,7 @@
 //! The guest image: a cpio "newc" archive with `/init` (the static guest test
-//! binary), `/dev/console`, and the kernel modules the suite loads (networking,
-//! netfilter, veth) with a `depmod`-made modules.dep.
+//! binary), `/dev/console`, the host programs of [`super::userland`], and the
+//! kernel modules the suite loads (networking, netfilter, veth) with a
+//! `depmod`-made modules.dep.
 use std::{
     fs,
     io::Write,
@@ -178,13 +179,27 @@ pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     let image = work.join("initramfs.cpio");
     let file = std::io::BufWriter::new(fs::File::create(&image)?);
     let mut cpio = CpioWriter::new(file);
-    for d in ["dev", "proc", "sys", "run", "tmp", "lib", "bin"] {
+    let tools = super::userland::files()?;
+    let mut dirs: Vec<String> = ["dev", "proc", "sys", "run", "tmp", "lib", "bin", "etc"]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    dirs.extend(super::userland::dirs(&tools));
+    dirs.dedup();
+    let mut made = std::collections::BTreeSet::new();
+    for d in dirs.iter().filter(|d| made.insert(d.as_str())) {
         cpio.dir(d)?;
     }
     cpio.char_dev("dev/console", 5, 1)?;
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
     cpio.file("init", 0o755, &read(&guest.init)?)?;
     cpio.file("bin/garrison-agent", 0o755, &read(&guest.agent)?)?;
+    for (guest, host) in &tools {
+        cpio.file(guest, 0o755, &read(host)?)?;
+    }
+    if let Ok(protocols) = fs::read("/etc/protocols") {
+        cpio.file("etc/protocols", 0o644, &protocols)?;
+    }
     add_tree(&mut cpio, &staging.join("lib/modules"), "lib/modules")?;
     cpio.finish()?.flush()?;
     Ok(image)

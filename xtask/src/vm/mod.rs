@@ -7,6 +7,7 @@
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
+pub mod userland;
 
 use std::time::{Duration, Instant};
 
