@@ -138,6 +138,47 @@ fn assert_refused(addr: SocketAddr) {
     }
 }
 
+/// Connects from the fixed local port `port` (SO_REUSEADDR, so the port is
+/// reusable right after a close) and reads the server's name.
+fn ask_name_from(port: u16, addr: SocketAddr) -> std::io::Result<String> {
+    use std::{io::Read, os::fd::FromRawFd};
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: socket/setsockopt/bind/connect on a fresh fd with valid
+    // sockaddr_in values; the fd is owned by the TcpStream right after.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut s = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        );
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = port.to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        sa.sin_port = v4.port().to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+        if libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut name = String::new();
+        s.read_to_string(&mut name)?;
+        name
+    };
+    Ok(stream.trim().to_string())
+}
+
 fn iptables_check(table: &str, chain: &str, rule: &[&str]) -> bool {
     let mut args = vec!["-w", "5", "-t", table, "-C", chain];
     args.extend_from_slice(rule);
@@ -177,6 +218,18 @@ pub fn nfqueue_balances_across_namespaces_and_cleans_up() {
     assert_eq!(s.peer_addr().unwrap(), vip(), "the client sees the VIP");
     drop(s);
     assert_refused(EMPTY_VIP.parse().unwrap());
+    // The same client port again and again: each connection's conntrack
+    // entry outlives it (TIME_WAIT), and must not refuse the next one.
+    let port = TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for i in 0..10 {
+        let name = ask_name_from(port, vip())
+            .unwrap_or_else(|e| panic!("connection {i} from port {port}: {e}"));
+        assert!(name.starts_with("backend-"), "{name}");
+    }
     let view = rig.backend_view(rig.backends[0]);
     assert!(view["total_sucesses"].as_u64().unwrap() >= 5, "{view}");
     assert_eq!(view["is_healthy"], true, "{view}");

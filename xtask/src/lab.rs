@@ -263,14 +263,28 @@ impl Lab {
         path: &str,
         ready: &str,
     ) -> Result<(PathBuf, u32)> {
-        let log = self.run_dir.join("agent.log");
+        self.start_agent_at(agent, API, "agent", source_args, path, ready)
+    }
+
+    /// Starts an agent with its API on `api`, its log and state named by
+    /// `name` (a second agent, e.g. the NFQUEUE one next to the eBPF one).
+    pub fn start_agent_at(
+        &self,
+        agent: &Path,
+        api: &str,
+        name: &str,
+        source_args: &[&str],
+        path: &str,
+        ready: &str,
+    ) -> Result<(PathBuf, u32)> {
+        let log = self.run_dir.join(format!("{name}.log"));
         let cgroup = self.cgroup();
         let pins = self.pins();
-        let state = self.run_dir.join("state");
+        let state = self.run_dir.join(format!("{name}-state"));
         let mut args = vec![
             "run",
             "--api",
-            API,
+            api,
             "--cgroup",
             cgroup.to_str().context("path")?,
             "--bpffs",
@@ -284,7 +298,7 @@ impl Lab {
         let pid = self.spawn_in(&self.client_ns(), agent, &args, &log)?.id();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if self.api_get(path).is_ok_and(|b| b.contains(ready)) {
+            if self.api_get_at(api, path).is_ok_and(|b| b.contains(ready)) {
                 return Ok((log, pid));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -308,7 +322,12 @@ impl Lab {
 
     /// GET on the agent API from inside the client namespace.
     pub fn api_get(&self, path: &str) -> Result<String> {
-        let url = format!("http://{API}{path}");
+        self.api_get_at(API, path)
+    }
+
+    /// GET `path` from the agent API at `api` (inside the client namespace).
+    pub fn api_get_at(&self, api: &str, path: &str) -> Result<String> {
+        let url = format!("http://{api}{path}");
         let client = self.client_ns();
         let out = cmd::output(
             "ip",

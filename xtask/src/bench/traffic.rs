@@ -4,6 +4,7 @@
 //!
 //! - direct: the client spreads its connections over the 3 backends itself;
 //! - Garrison eBPF: the agent's socket-level VIP (11.1.2.3:80);
+//! - Garrison NFQUEUE: a second agent with `dataplane = "nfqueue"` (11.1.2.6:80);
 //! - iptables DNAT with `-m statistic --mode random` (kube-proxy iptables mode, 11.1.2.4:80);
 //! - nftables DNAT with `numgen random mod 3` (kube-proxy nftables mode, 11.1.2.5:80);
 //! - haproxy in TCP mode in the client namespace (marathon-lb's engine, 127.0.0.1:8081).
@@ -26,20 +27,25 @@ const EBPF_VIP: &str = "11.1.2.3:80";
 const IPT_VIP: &str = "11.1.2.4:80";
 const NFT_VIP: &str = "11.1.2.5:80";
 const HAPROXY: &str = "127.0.0.1:8081";
+const NFQ_VIP: &str = "11.1.2.6:80";
+/// API of the second (NFQUEUE) agent in the client namespace.
+const NFQ_API: &str = "127.0.0.1:61422";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Direct,
     Ebpf,
+    Nfqueue,
     Iptables,
     Nftables,
     Haproxy,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 6] = [
         Peer::Direct,
         Peer::Ebpf,
+        Peer::Nfqueue,
         Peer::Iptables,
         Peer::Nftables,
         Peer::Haproxy,
@@ -49,6 +55,7 @@ impl Peer {
         match self {
             Peer::Direct => "direct (client spreads over 3 backends)",
             Peer::Ebpf => "Garrison eBPF VIP",
+            Peer::Nfqueue => "Garrison NFQUEUE VIP (Minuteman path)",
             Peer::Iptables => "iptables DNAT, statistic random",
             Peer::Nftables => "nftables DNAT, numgen random",
             Peer::Haproxy => "haproxy, TCP mode",
@@ -59,6 +66,7 @@ impl Peer {
         match self {
             Peer::Direct => "direct",
             Peer::Ebpf => "garrison-ebpf",
+            Peer::Nfqueue => "garrison-nfqueue",
             Peer::Iptables => "iptables",
             Peer::Nftables => "nftables",
             Peer::Haproxy => "haproxy",
@@ -74,6 +82,7 @@ impl Peer {
                 .collect::<Vec<_>>()
                 .join(","),
             Peer::Ebpf => EBPF_VIP.into(),
+            Peer::Nfqueue => NFQ_VIP.into(),
             Peer::Iptables => IPT_VIP.into(),
             Peer::Nftables => NFT_VIP.into(),
             Peer::Haproxy => HAPROXY.into(),
@@ -144,13 +153,36 @@ fn backends(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
-/// Sets up every peer in the lab (the agent included). Returns the agent's pid.
-fn setup_peers(lab: &Lab, agent: &Path) -> Result<u32> {
+/// The agents' pids.
+struct Agents {
+    ebpf: u32,
+    nfqueue: u32,
+}
+
+/// Sets up every peer in the lab (both agents included).
+fn setup_peers(lab: &Lab, agent: &Path) -> Result<Agents> {
     let client = lab.client_ns();
     let (_, pid) = lab.start_agent_with_file(
         agent,
         &lab::vip_file_json(EBPF_VIP, &lab.node_ips()),
         EBPF_VIP,
+    )?;
+    let nfq_file = lab.write_file(
+        "vips-nfqueue.json",
+        &lab::vip_file_json(NFQ_VIP, &lab.node_ips()),
+    )?;
+    let (_, nfq_pid) = lab.start_agent_at(
+        agent,
+        NFQ_API,
+        "agent-nfqueue",
+        &[
+            "--dataplane",
+            "nfqueue",
+            "--vips",
+            nfq_file.to_str().context("path")?,
+        ],
+        "/v1/vips",
+        NFQ_VIP,
     )?;
     // DNAT peers need a route for their VIPs (inside the lab only).
     lab.exec_in(
@@ -181,7 +213,10 @@ fn setup_peers(lab: &Lab, agent: &Path) -> Result<u32> {
         &log,
     )?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    Ok(pid)
+    Ok(Agents {
+        ebpf: pid,
+        nfqueue: nfq_pid,
+    })
 }
 
 /// Busy CPU seconds of the whole machine (all of /proc/stat but idle and iowait).
@@ -257,6 +292,9 @@ pub struct Row {
     pub system_cpu: Vec<f64>,
     pub ratios: Vec<f64>,
     pub p99_ratios: Vec<f64>,
+    /// CPU seconds of the peer's own userspace process (the NFQUEUE agent)
+    /// during each round; empty for peers without one measured.
+    pub agent_cpu: Vec<f64>,
 }
 
 impl Row {
@@ -268,10 +306,12 @@ impl Row {
     }
 }
 
-/// The agent's own cost during the matrix.
+/// The agents' own cost during the matrix.
 pub struct AgentCost {
     pub cpu_secs: f64,
     pub rss_mib: f64,
+    pub nfqueue_cpu_secs: f64,
+    pub nfqueue_rss_mib: f64,
 }
 
 /// Runs the matrix; returns the rows and the agent's cost.
@@ -281,8 +321,9 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
     let result = (|| -> Result<(Vec<Row>, AgentCost)> {
         lab.build()?;
         lab.start_servers()?;
-        let pid = setup_peers(&lab, agent)?;
-        let agent_cpu0 = process_cpu_seconds(pid);
+        let agents = setup_peers(&lab, agent)?;
+        let agent_cpu0 = process_cpu_seconds(agents.ebpf);
+        let nfq_cpu0 = process_cpu_seconds(agents.nfqueue);
         let mut rows = Vec::new();
         for workload in [Workload::New, Workload::Keepalive] {
             for peer in Peer::ALL {
@@ -293,6 +334,7 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
                     system_cpu: Vec::new(),
                     ratios: Vec::new(),
                     p99_ratios: Vec::new(),
+                    agent_cpu: Vec::new(),
                 });
             }
         }
@@ -301,7 +343,9 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
                 let mut direct: Option<Measure> = None;
                 let mut line = format!("bench: round {round} {:<20}", workload.name());
                 for peer in Peer::ALL {
+                    let own0 = process_cpu_seconds(agents.nfqueue);
                     let (m, cpu) = measure(&lab, args, &peer.target(&lab), workload)?;
+                    let own = process_cpu_seconds(agents.nfqueue) - own0;
                     let d = *direct.get_or_insert(m);
                     line.push_str(&format!(
                         " | {} {:.0}/s {:.3}×",
@@ -317,13 +361,18 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
                     row.system_cpu.push(cpu);
                     row.ratios.push(m.ops_per_sec / d.ops_per_sec);
                     row.p99_ratios.push(m.p99_us / d.p99_us.max(1.0));
+                    if peer == Peer::Nfqueue {
+                        row.agent_cpu.push(own);
+                    }
                 }
                 println!("{line}");
             }
         }
         let cost = AgentCost {
-            cpu_secs: process_cpu_seconds(pid) - agent_cpu0,
-            rss_mib: rss_mib(pid),
+            cpu_secs: process_cpu_seconds(agents.ebpf) - agent_cpu0,
+            rss_mib: rss_mib(agents.ebpf),
+            nfqueue_cpu_secs: process_cpu_seconds(agents.nfqueue) - nfq_cpu0,
+            nfqueue_rss_mib: rss_mib(agents.nfqueue),
         };
         Ok((rows, cost))
     })();
@@ -469,9 +518,28 @@ pub fn render(
         ));
     }
     s.push_str(&format!(
-        "\nThe agent during the matrix: {:.2} CPU s in total, RSS {:.1} MiB at the end.\n",
-        cost.cpu_secs, cost.rss_mib
+        "\nThe eBPF agent during the matrix: {:.2} CPU s in total, RSS {:.1} MiB at the end. The NFQUEUE agent: {:.2} CPU s, RSS {:.1} MiB.\n",
+        cost.cpu_secs, cost.rss_mib, cost.nfqueue_cpu_secs, cost.nfqueue_rss_mib
     ));
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.peer == Peer::Nfqueue && r.workload == Workload::New)
+    {
+        let conns: f64 = r.rounds.iter().map(|m| m.ops_per_sec).sum::<f64>() * args.seconds as f64;
+        let cpu: f64 = r.agent_cpu.iter().sum();
+        let us = cpu / conns.max(1.0) * 1e6;
+        s.push_str(&format!(
+            "\n**NFQUEUE cost per new connection**: {us:.1} µs of agent CPU (queue receive, backend choice, conntrack entry over ctnetlink, verdict, conntrack events), so one core saturates at about {:.0} new connections/s; the whole machine spent {:.1} CPU s per 100k NFQUEUE connections against {:.1} for direct.\n",
+            1e6 / us.max(0.001),
+            r.system_cpu.iter().sum::<f64>() / conns.max(1.0) * 100_000.0,
+            rows.iter()
+                .find(|d| d.peer == Peer::Direct && d.workload == Workload::New)
+                .map_or(0.0, |d| {
+                    let n: f64 = d.rounds.iter().map(|m| m.ops_per_sec).sum::<f64>() * args.seconds as f64;
+                    d.system_cpu.iter().sum::<f64>() / n.max(1.0) * 100_000.0
+                }),
+        ));
+    }
     if !curve.is_empty() {
         s.push_str("\n**Scale curve** (new connections to the last of N VIPs; target: Garrison at 10,000 VIPs within 5 % of 1 VIP):\n\n");
         s.push_str("| VIPs | Garrison eBPF ops/s | p99 µs | iptables DNAT ops/s | p99 µs |\n|---|---|---|---|---|\n");

@@ -106,17 +106,23 @@ pub struct CtEntry {
 }
 
 impl CtEntry {
-    /// The backend answered the connect (SYN-ACK seen).
+    /// The backend answered the connect (SYN-ACK seen). A destroy event
+    /// never counts: it may be the end of an older flow with the same tuple.
     pub fn answered(&self) -> bool {
-        matches!(
-            self.state,
-            Some(TcpState::SynRecv | TcpState::Established | TcpState::Closing)
-        ) || (self.seen_reply && self.state.is_none())
+        !self.destroyed
+            && (matches!(
+                self.state,
+                Some(TcpState::SynRecv | TcpState::Established | TcpState::Closing)
+            ) || (self.seen_reply && self.state.is_none()))
     }
 
-    /// The connect failed: reset by the backend, or gone before an answer.
+    /// The connect failed: reset by the backend, or gone before any answer.
     pub fn failed(&self) -> bool {
-        self.state == Some(TcpState::Close) || (self.destroyed && !self.seen_reply)
+        if self.destroyed {
+            !self.seen_reply
+        } else {
+            self.state == Some(TcpState::Close)
+        }
     }
 }
 
@@ -263,6 +269,18 @@ pub fn encode_create(
     if let Some(ip) = snat {
         put_nat(&mut m, CTA_NAT_SRC, ip, None);
     }
+    m.finish()
+}
+
+/// `IPCTNL_MSG_CT_DELETE` of the entry whose original tuple is `flow`.
+pub fn encode_delete(seq: u32, flow: &Flow) -> Vec<u8> {
+    let mut m = Msg::new(
+        IPCTNL_MSG_CT_DELETE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family_of(&flow.src),
+    );
+    put_tuple(&mut m, CTA_TUPLE_ORIG, flow.src, flow.dst);
     m.finish()
 }
 
@@ -492,6 +510,18 @@ impl CtSocket {
         self.request("create", &msg, seq).map(|_| ())
     }
 
+    /// Deletes the entry whose original tuple is `flow` (gone already: Ok).
+    pub fn delete(&mut self, flow: &Flow) -> Result<(), CtError> {
+        let seq = self.next_seq();
+        let msg = encode_delete(seq, flow);
+        match self.request("delete", &msg, seq) {
+            Err(CtError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
     /// The entry whose original tuple is `flow`, if it exists.
     pub fn get(&mut self, flow: &Flow) -> Result<Option<CtEntry>, CtError> {
         let seq = self.next_seq();
@@ -708,6 +738,11 @@ mod tests {
         assert!(rst.failed() && !rst.answered());
         let gone = decode_entry(&event(IPCTNL_MSG_CT_DELETE, 1, 0)).unwrap();
         assert!(gone.destroyed && gone.failed());
+        // The end of an older flow with the same tuple is neither.
+        let old = decode_entry(&event(IPCTNL_MSG_CT_DELETE, 7, IPS_SEEN_REPLY)).unwrap();
+        assert!(!old.answered() && !old.failed());
+        let old_rst = decode_entry(&event(IPCTNL_MSG_CT_DELETE, 8, IPS_SEEN_REPLY)).unwrap();
+        assert!(!old_rst.answered() && !old_rst.failed());
         let syn = decode_entry(&event(IPCTNL_MSG_CT_NEW, 1, 0)).unwrap();
         assert!(!syn.answered() && !syn.failed());
     }

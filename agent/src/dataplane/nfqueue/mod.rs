@@ -92,6 +92,7 @@ struct Events {
     not_a_vip: AtomicU64,
     ct_create_failed: AtomicU64,
     retransmitted_syn: AtomicU64,
+    replaced_entries: AtomicU64,
     event_errors: AtomicU64,
 }
 
@@ -318,13 +319,23 @@ fn handle(
         b
     };
     let snat = selection.snat_for(&flow, backend, local);
-    match ct.create(&flow, backend, snat, CT_TIMEOUT_SECS) {
+    let created = match ct.create(&flow, backend, snat, CT_TIMEOUT_SECS) {
+        // An entry with this tuple outlived its flow (TIME_WAIT after a close,
+        // or a connect given up on): the client reuses the port for a new
+        // connection. Left alone, the kernel would reopen it without NAT and
+        // the SYN would be refused (DC/OS's TIME_WAIT limit); replace it.
+        Err(CtError::Exists) => {
+            ev.replaced_entries.fetch_add(1, Ordering::Relaxed);
+            ct.delete(&flow)
+                .and_then(|()| ct.create(&flow, backend, snat, CT_TIMEOUT_SECS))
+        }
+        other => other,
+    };
+    match created {
         Ok(()) => {
             ev.steered.fetch_add(1, Ordering::Relaxed);
             true
         }
-        // A retransmission after the book forgot the flow: the entry is there.
-        Err(CtError::Exists) => true,
         Err(e) => {
             state.book.lock().expect("book").abandon(&flow);
             if ev.ct_create_failed.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -405,6 +416,7 @@ impl Dataplane for NfqueueDataplane {
             ("not_a_vip", get(&e.not_a_vip)),
             ("ct_create_failed", get(&e.ct_create_failed)),
             ("retransmitted_syn", get(&e.retransmitted_syn)),
+            ("ct_replaced", get(&e.replaced_entries)),
             ("ct_event_errors", get(&e.event_errors)),
             ("connect_failed", failed),
         ]))
