@@ -11,6 +11,7 @@
 //! once, and prints the agent's /vips table and the distribution. Everything
 //! is torn down on exit and on Ctrl-C, unless `--keep`; `--down` removes a kept
 //! demo. The VIP is only ever used from the client namespace.
+//! `--dataplane nfqueue` runs the same demo on the NFQUEUE (Minuteman) path.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -43,6 +44,9 @@ pub struct DemoArgs {
     /// Connections to make through the VIP.
     #[arg(long, default_value_t = 30)]
     pub count: u32,
+    /// The agent's data path: auto, ebpf or nfqueue (the Minuteman path).
+    #[arg(long, default_value = "auto")]
+    pub dataplane: String,
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {
@@ -115,8 +119,19 @@ fn demo(lab: &Lab, args: &DemoArgs, agent: &Path) -> Result<()> {
     println!(
         "demo: starting garrison-agent in {client} (API on {API}), polling that state every 2 s"
     );
+    // VIPs are routed out of the client's veth (inside the lab only): the
+    // NFQUEUE path sees SYNs on their way out; the eBPF path never needs it.
+    lab.exec_in(
+        &client,
+        &["ip", "route", "add", "11.0.0.0/8", "dev", "eth0"],
+    )?;
     let url = format!("http://{MESOS_STATE}/state");
-    lab.start_agent(agent, &["--mesos-state", &url], VIP_NAME)?;
+    lab.start_agent(
+        agent,
+        &["--mesos-state", &url, "--dataplane", &args.dataplane],
+        VIP_NAME,
+    )?;
+    println!("demo: data path: {}", args.dataplane);
     let vip = named_vip_address(&lab.api_get("/v1/vips")?)?;
     println!("demo: named VIP {VIP_NAME} -> {vip}");
     check_interrupted()?;
@@ -230,6 +245,14 @@ pub fn client(cgroup: &Path, vip: SocketAddr, count: u32) -> Result<()> {
     println!("\ndemo: distribution over {count} connections:");
     for (who, n) in &tally {
         println!("  {who:<8} {n:>3}  {}", "#".repeat(*n as usize));
+    }
+    let failed: u32 = tally
+        .iter()
+        .filter(|(who, _)| who.starts_with("FAILED"))
+        .map(|(_, n)| n)
+        .sum();
+    if failed > 0 {
+        bail!("{failed} of {count} connections through the VIP failed");
     }
     Ok(())
 }
