@@ -85,8 +85,6 @@ impl NfqRig {
             .local_addr()
             .unwrap();
         let mut args: Vec<String> = vec![
-            "--dataplane".into(),
-            "nfqueue".into(),
             "--vips".into(),
             dir.join("vips.json").display().to_string(),
             "--poll-ms".into(),
@@ -107,8 +105,12 @@ impl NfqRig {
         }
     }
 
+    /// Starts the agent; `--dataplane nfqueue` unless `extra` says otherwise.
     fn start(&self, extra: &[&str]) -> AgentProcess {
         let mut args = self.args.clone();
+        if !extra.contains(&"--dataplane") {
+            args.extend(["--dataplane".to_string(), "nfqueue".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         AgentProcess::start(&args, self.api, self.dir.join("agent.log"), VIP)
     }
@@ -199,7 +201,24 @@ pub fn nfqueue_balances_across_namespaces_and_cleans_up() {
     filter.extend_from_slice(foreign_filter);
     run_cmd("iptables", &filter).unwrap();
 
-    let mut agent = rig.start(&[]);
+    // `auto` falls back to NFQUEUE when the eBPF programs cannot be attached
+    // (here: the cgroup is a plain file, the pin directory not a bpffs).
+    let not_cgroup = rig.dir.join("not-a-cgroup");
+    std::fs::write(&not_cgroup, "").unwrap();
+    let not_bpffs = rig.dir.join("not-bpffs");
+    let mut agent = rig.start(&[
+        "--dataplane",
+        "auto",
+        "--cgroup",
+        not_cgroup.to_str().unwrap(),
+        "--bpffs",
+        not_bpffs.to_str().unwrap(),
+    ]);
+    let log = agent.log();
+    assert!(
+        log.contains("falling back to NFQUEUE") && log.contains("dataplane=\"nfqueue\""),
+        "{log}"
+    );
     assert!(iptables_check("raw", "OUTPUT", RAW_RULE), "raw OUTPUT rule");
     assert!(
         iptables_check("raw", "PREROUTING", RAW_RULE),
