@@ -74,6 +74,8 @@ pub enum Phase {
 pub enum Workload {
     New,
     Keepalive,
+    /// UDP request/response: one datagram out, one back, per operation.
+    Udp,
 }
 
 impl Workload {
@@ -81,12 +83,14 @@ impl Workload {
         match self {
             Workload::New => "new connections",
             Workload::Keepalive => "kept-alive requests",
+            Workload::Udp => "UDP request/response",
         }
     }
     fn arg(self) -> &'static str {
         match self {
             Workload::New => "new",
             Workload::Keepalive => "keepalive",
+            Workload::Udp => "udp",
         }
     }
 }

@@ -74,12 +74,17 @@ pub fn agent_binary(release: bool) -> Result<PathBuf> {
 
 /// One VIP file entry: `vip` over the backend port of every address in `ips`.
 pub fn vip_entry_json(vip: &str, ips: &[String]) -> String {
+    vip_entry_json_proto(vip, "tcp", ips)
+}
+
+/// Like [`vip_entry_json`] for `protocol` ("tcp" or "udp").
+pub fn vip_entry_json_proto(vip: &str, protocol: &str, ips: &[String]) -> String {
     let list: Vec<String> = ips
         .iter()
         .map(|ip| format!(r#"{{"ip":"{ip}","port":{BACKEND_PORT}}}"#))
         .collect();
     format!(
-        r#"{{"vip":"{vip}","protocol":"tcp","backend":[{}]}}"#,
+        r#"{{"vip":"{vip}","protocol":"{protocol}","backend":[{}]}}"#,
         list.join(",")
     )
 }
@@ -429,6 +434,17 @@ pub fn serve_file(listen: SocketAddr, path: &Path) -> Result<()> {
 /// threads accepts, so thread creation is not part of the measured cost.
 pub fn serve(name: &str, listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    // UDP on the same port: every datagram is answered with the name.
+    let udp = std::net::UdpSocket::bind(listen).with_context(|| format!("binding UDP {listen}"))?;
+    let udp_name = name.to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(udp_name.as_bytes(), from);
+            }
+        }
+    });
     let body = format!("{name}\n");
     let response = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",

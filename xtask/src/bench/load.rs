@@ -1,10 +1,12 @@
 //! The load generator (`xtask bench-load`), run in the lab's client namespace
 //! and cgroup: new TCP connections (connect, request, response, close with RST
-//! so TIME_WAIT never decides the figures) or requests on kept-alive
-//! connections, for a fixed time, with per-operation latencies.
+//! so TIME_WAIT never decides the figures), requests on kept-alive
+//! connections, or UDP request/response (one unconnected socket per worker,
+//! `sendto` each request, as resolvers do), for a fixed time, with
+//! per-operation latencies.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream, UdpSocket},
     path::Path,
     time::{Duration, Instant},
 };
@@ -148,6 +150,8 @@ pub fn load(
                 let begin = Instant::now();
                 let mut i = w;
                 let mut conn: Option<TcpStream> = None;
+                let mut udp: Option<UdpSocket> = None;
+                let mut dgram = [0u8; 512];
                 while begin.elapsed() < deadline {
                     let target = targets[i % targets.len()];
                     i += 1;
@@ -174,6 +178,21 @@ pub fn load(
                             let s = conn.as_mut().expect("connected");
                             s.write_all(REQUEST)?;
                             read_response(s, &mut buf)
+                        })(),
+                        Workload::Udp => (|| {
+                            if udp.is_none() {
+                                let any: SocketAddr = if target.is_ipv4() {
+                                    "0.0.0.0:0".parse().expect("address")
+                                } else {
+                                    "[::]:0".parse().expect("address")
+                                };
+                                let s = UdpSocket::bind(any)?;
+                                s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                                udp = Some(s);
+                            }
+                            let s = udp.as_ref().expect("bound");
+                            s.send_to(b"ping", target)?;
+                            s.recv_from(&mut dgram).map(drop)
                         })(),
                     };
                     match ok {

@@ -9,6 +9,8 @@
 //! - nftables DNAT with `numgen random mod 3` (kube-proxy nftables mode, 11.1.2.5:80);
 //! - haproxy in TCP mode in the client namespace (marathon-lb's engine, 127.0.0.1:8081).
 //!
+//! Workloads: new TCP connections, requests on kept-alive connections, and UDP
+//! request/response (not carried by the NFQUEUE path or haproxy's TCP mode).
 //! Peers alternate within each round; ratios to direct are per round. System
 //! CPU seconds (all of /proc/stat: client, servers, softirq, haproxy) are
 //! measured around each run. The scale curve compares Garrison eBPF and
@@ -51,6 +53,12 @@ impl Peer {
         Peer::Haproxy,
     ];
 
+    /// Whether the peer serves `workload` (the NFQUEUE path and haproxy's
+    /// TCP mode do not carry UDP).
+    pub fn serves(self, workload: Workload) -> bool {
+        workload != Workload::Udp || !matches!(self, Peer::Nfqueue | Peer::Haproxy)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Peer::Direct => "direct (client spreads over 3 backends)",
@@ -90,28 +98,34 @@ impl Peer {
     }
 }
 
-/// `iptables-restore` input: one chain per VIP spreading over `backends` at random.
-fn iptables_rules(vips: &[String], backends: &[String]) -> String {
+/// `iptables-restore` input: one chain per VIP spreading over `backends` at
+/// random, for TCP (and UDP when `udp`).
+fn iptables_rules(vips: &[String], backends: &[String], udp: bool) -> String {
+    let protos: &[&str] = if udp { &["tcp", "udp"] } else { &["tcp"] };
     let mut s = String::from("*nat\n");
     for (i, _) in vips.iter().enumerate() {
-        s.push_str(&format!(":GB-VIP-{i} - [0:0]\n"));
+        for p in protos {
+            s.push_str(&format!(":GB-VIP-{i}-{p} - [0:0]\n"));
+        }
     }
     for (i, vip) in vips.iter().enumerate() {
         let (ip, port) = vip.rsplit_once(':').expect("ip:port");
-        s.push_str(&format!(
-            "-A OUTPUT -d {ip}/32 -p tcp -m tcp --dport {port} -j GB-VIP-{i}\n"
-        ));
-        let n = backends.len();
-        for (k, b) in backends.iter().enumerate() {
-            if k + 1 < n {
-                s.push_str(&format!(
-                    "-A GB-VIP-{i} -p tcp -m statistic --mode random --probability {:.5} -j DNAT --to-destination {b}\n",
-                    1.0 / (n - k) as f64
-                ));
-            } else {
-                s.push_str(&format!(
-                    "-A GB-VIP-{i} -p tcp -j DNAT --to-destination {b}\n"
-                ));
+        for p in protos {
+            s.push_str(&format!(
+                "-A OUTPUT -d {ip}/32 -p {p} -m {p} --dport {port} -j GB-VIP-{i}-{p}\n"
+            ));
+            let n = backends.len();
+            for (k, b) in backends.iter().enumerate() {
+                if k + 1 < n {
+                    s.push_str(&format!(
+                        "-A GB-VIP-{i}-{p} -p {p} -m statistic --mode random --probability {:.5} -j DNAT --to-destination {b}\n",
+                        1.0 / (n - k) as f64
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "-A GB-VIP-{i}-{p} -p {p} -j DNAT --to-destination {b}\n"
+                    ));
+                }
             }
         }
     }
@@ -130,7 +144,7 @@ fn nft_rules(vip: &str, backends: &[String]) -> String {
         })
         .collect();
     format!(
-        "table ip gbench {{\n  chain out {{\n    type nat hook output priority -100; policy accept;\n    ip daddr {ip} tcp dport {port} dnat ip to numgen random mod {} map {{ {} }}\n  }}\n}}\n",
+        "table ip gbench {{\n  chain out {{\n    type nat hook output priority -100; policy accept;\n    ip daddr {ip} meta l4proto {{ tcp, udp }} th dport {port} dnat ip to numgen random mod {} map {{ {} }}\n  }}\n}}\n",
         backends.len(),
         map.join(", ")
     )
@@ -162,11 +176,12 @@ struct Agents {
 /// Sets up every peer in the lab (both agents included).
 fn setup_peers(lab: &Lab, agent: &Path) -> Result<Agents> {
     let client = lab.client_ns();
-    let (_, pid) = lab.start_agent_with_file(
-        agent,
-        &lab::vip_file_json(EBPF_VIP, &lab.node_ips()),
-        EBPF_VIP,
-    )?;
+    let ebpf_vips = format!(
+        "[{},{}]",
+        lab::vip_entry_json(EBPF_VIP, &lab.node_ips()),
+        lab::vip_entry_json_proto(EBPF_VIP, "udp", &lab.node_ips())
+    );
+    let (_, pid) = lab.start_agent_with_file(agent, &ebpf_vips, EBPF_VIP)?;
     let nfq_file = lab.write_file(
         "vips-nfqueue.json",
         &lab::vip_file_json(NFQ_VIP, &lab.node_ips()),
@@ -192,7 +207,7 @@ fn setup_peers(lab: &Lab, agent: &Path) -> Result<Agents> {
     let b = backends(lab);
     let ipt = lab.write_file(
         "iptables.rules",
-        &iptables_rules(&[IPT_VIP.to_string()], &b),
+        &iptables_rules(&[IPT_VIP.to_string()], &b, true),
     )?;
     lab.exec_in(
         &client,
@@ -284,6 +299,9 @@ fn measure(
     Ok((Measure::parse(line)?, cpu))
 }
 
+/// The workloads of the matrix, in the order they run.
+const WORKLOADS: [Workload; 3] = [Workload::New, Workload::Keepalive, Workload::Udp];
+
 /// Every round of one (workload, peer).
 pub struct Row {
     pub workload: Workload,
@@ -325,8 +343,8 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
         let agent_cpu0 = process_cpu_seconds(agents.ebpf);
         let nfq_cpu0 = process_cpu_seconds(agents.nfqueue);
         let mut rows = Vec::new();
-        for workload in [Workload::New, Workload::Keepalive] {
-            for peer in Peer::ALL {
+        for workload in WORKLOADS {
+            for peer in Peer::ALL.into_iter().filter(|p| p.serves(workload)) {
                 rows.push(Row {
                     workload,
                     peer,
@@ -339,10 +357,10 @@ pub fn matrix(args: &BenchArgs, agent: &Path) -> Result<(Vec<Row>, AgentCost)> {
             }
         }
         for round in 1..=args.rounds {
-            for workload in [Workload::New, Workload::Keepalive] {
+            for workload in WORKLOADS {
                 let mut direct: Option<Measure> = None;
                 let mut line = format!("bench: round {round} {:<20}", workload.name());
-                for peer in Peer::ALL {
+                for peer in Peer::ALL.into_iter().filter(|p| p.serves(workload)) {
                     let own0 = process_cpu_seconds(agents.nfqueue);
                     let (m, cpu) = measure(&lab, args, &peer.target(&lab), workload)?;
                     let own = process_cpu_seconds(agents.nfqueue) - own0;
@@ -434,7 +452,8 @@ pub fn scale_curve(args: &BenchArgs, agent: &Path, sizes: &[usize]) -> Result<Ve
             // Each peer is measured alone: iptables' nat OUTPUT chain is walked by
             // every new connection in the namespace, the eBPF-steered ones too.
             let vips: Vec<String> = (0..n).map(|i| scale_vip(30, i)).collect();
-            let rules = lab.write_file("iptables-scale.rules", &iptables_rules(&vips, &b))?;
+            let rules =
+                lab.write_file("iptables-scale.rules", &iptables_rules(&vips, &b, false))?;
             let empty = lab.write_file("iptables-empty.rules", "*nat\nCOMMIT\n")?;
             let restore = |file: &std::path::Path| -> Result<()> {
                 lab.exec_in(
@@ -517,6 +536,9 @@ pub fn render(
             cpu / total_ops.max(1.0) * 100_000.0,
         ));
     }
+    s.push_str(
+        "\nUDP rows: the NFQUEUE path (as Minuteman) and haproxy in TCP mode do not carry UDP.\n",
+    );
     s.push_str(&format!(
         "\nThe eBPF agent during the matrix: {:.2} CPU s in total, RSS {:.1} MiB at the end. The NFQUEUE agent: {:.2} CPU s, RSS {:.1} MiB.\n",
         cost.cpu_secs, cost.rss_mib, cost.nfqueue_cpu_secs, cost.nfqueue_rss_mib
@@ -575,6 +597,7 @@ mod tests {
         let r = iptables_rules(
             &["11.1.2.4:80".into()],
             &["a:1".into(), "b:1".into(), "c:1".into()],
+            true,
         );
         assert!(
             r.contains("--probability 0.33333 -j DNAT --to-destination a:1"),
@@ -585,7 +608,11 @@ mod tests {
             "{r}"
         );
         assert!(
-            r.contains("-A GB-VIP-0 -p tcp -j DNAT --to-destination c:1"),
+            r.contains("-A GB-VIP-0-tcp -p tcp -j DNAT --to-destination c:1"),
+            "{r}"
+        );
+        assert!(
+            r.contains("-A OUTPUT -d 11.1.2.4/32 -p udp -m udp --dport 80 -j GB-VIP-0-udp"),
             "{r}"
         );
         assert!(r.starts_with("*nat\n") && r.ends_with("COMMIT\n"));
@@ -599,7 +626,7 @@ mod tests {
         );
         assert!(
             n.contains(
-                "numgen random mod 2 map { 0 : 198.18.0.11 . 8080, 1 : 198.18.0.12 . 8080 }"
+                "meta l4proto { tcp, udp } th dport 80 dnat ip to numgen random mod 2 map { 0 : 198.18.0.11 . 8080, 1 : 198.18.0.12 . 8080 }"
             ),
             "{n}"
         );
