@@ -472,8 +472,8 @@ pub fn cmd_output(program: &str, args: &[&str]) -> io::Result<String> {
 }
 
 /// A named network namespace joined to the calling thread's namespace by a
-/// veth pair: `10.77.<n>.1/24` on the caller's side (`gv<n>`), `10.77.<n>.2/24`
-/// inside (`eth0`). Deleted (with its veth) on drop. Traffic stays between the
+/// veth pair: `10.77.<n>.1/24` and `fd77:<n>::1/64` on the caller's side
+/// (`gv<n>`), `10.77.<n>.2/24` and `fd77:<n>::2/64` inside (`eth0`). Deleted (with its veth) on drop. Traffic stays between the
 /// two namespaces: neither has a route anywhere else.
 pub struct PeerNs {
     pub name: String,
@@ -482,6 +482,8 @@ pub struct PeerNs {
     pub local: std::net::Ipv4Addr,
     /// The peer's address.
     pub remote: std::net::Ipv4Addr,
+    pub local6: std::net::Ipv6Addr,
+    pub remote6: std::net::Ipv6Addr,
 }
 
 impl PeerNs {
@@ -494,10 +496,17 @@ impl PeerNs {
             fd,
             local: std::net::Ipv4Addr::new(10, 77, n, 1),
             remote: std::net::Ipv4Addr::new(10, 77, n, 2),
+            local6: std::net::Ipv6Addr::new(0xfd77, u16::from(n), 0, 0, 0, 0, 0, 1),
+            remote6: std::net::Ipv6Addr::new(0xfd77, u16::from(n), 0, 0, 0, 0, 0, 2),
         };
         let dev = format!("gv{n}");
         let ns = peer.name.as_str();
-        let steps: [&[&str]; 7] = [
+        let (l6, r6) = (
+            format!("{}/64", peer.local6),
+            format!("{}/64", peer.remote6),
+        );
+        let via6 = peer.local6.to_string();
+        let steps: [&[&str]; 10] = [
             &[
                 "link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
@@ -523,6 +532,10 @@ impl PeerNs {
                 "via",
                 &peer.local.to_string(),
             ],
+            // No duplicate address detection: usable at once.
+            &["-6", "addr", "add", &l6, "dev", &dev, "nodad"],
+            &["-n", ns, "-6", "addr", "add", &r6, "dev", "eth0", "nodad"],
+            &["-n", ns, "-6", "route", "add", "fd77::/16", "via", &via6],
         ];
         for args in steps {
             run_cmd("ip", args)?;

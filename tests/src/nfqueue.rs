@@ -18,6 +18,8 @@ use crate::{
 const VIP: &str = "11.1.2.3:80";
 /// A VIP listed without backends.
 const EMPTY_VIP: &str = "11.1.2.4:80";
+/// An IPv6 VIP over the same backends (their IPv6 addresses).
+const VIP6: &str = "[fd00:11::3]:80";
 /// The DC/OS raw-table rule (IPv4), as `iptables -C` wants it.
 const RAW_RULE: &[&str] = &[
     "-p",
@@ -58,26 +60,33 @@ impl NfqRig {
             .collect();
         // VIPs leave through the first veth: only namespaces we made.
         run_cmd("ip", &["route", "add", "11.0.0.0/8", "dev", "gv0"]).expect("VIP route");
-        let backends = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let l = p
-                    .listen_tcp(SocketAddr::from((p.remote, 8080)))
-                    .expect("backend listener");
-                serve_tcp_name(l, &format!("backend-{i}"))
-            })
-            .collect::<Vec<_>>();
+        run_cmd("ip", &["-6", "route", "add", "fd00:11::/64", "dev", "gv0"]).expect("VIP6 route");
+        let serve = |addrs: &dyn Fn(&PeerNs) -> SocketAddr| {
+            peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let l = p.listen_tcp(addrs(p)).expect("backend listener");
+                    serve_tcp_name(l, &format!("backend-{i}"))
+                })
+                .collect::<Vec<_>>()
+        };
+        let backends = serve(&|p| SocketAddr::from((p.remote, 8080)));
+        let backends6 = serve(&|p| SocketAddr::from((p.remote6, 8080)));
         let dir = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&dir).unwrap();
-        let list: Vec<String> = backends
-            .iter()
-            .map(|a| format!(r#"{{"ip":"{}","port":{}}}"#, a.ip(), a.port()))
-            .collect();
+        let list = |b: &[SocketAddr]| {
+            b.iter()
+                .map(|a| format!(r#"{{"ip":"{}","port":{}}}"#, a.ip(), a.port()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let vips = format!(
             r#"[{{"vip":"{VIP}","protocol":"tcp","backend":[{}]}},
+               {{"vip":"{VIP6}","protocol":"tcp","backend":[{}]}},
                {{"vip":"{EMPTY_VIP}","protocol":"tcp","backend":[]}}]"#,
-            list.join(",")
+            list(&backends),
+            list(&backends6)
         );
         std::fs::write(dir.join("vips.json"), vips).unwrap();
         let api = TcpListener::bind("127.0.0.1:0")
@@ -236,6 +245,15 @@ pub fn nfqueue_balances_across_namespaces_and_cleans_up() {
     let s = TcpStream::connect_timeout(&vip(), Duration::from_secs(2)).unwrap();
     assert_eq!(s.peer_addr().unwrap(), vip(), "the client sees the VIP");
     drop(s);
+    // IPv6: the second set and the ip6tables rules, NAT over IPv6.
+    let set6 = cmd_output("ipset", &["list", "minuteman6"]).unwrap();
+    assert!(set6.contains("fd00:11::3,tcp:80"), "{set6}");
+    let vip6: SocketAddr = VIP6.parse().unwrap();
+    let counts6 = tally(vip6, 30);
+    assert_eq!(counts6.len(), 3, "every IPv6 backend chosen: {counts6:?}");
+    let s = TcpStream::connect_timeout(&vip6, Duration::from_secs(2)).unwrap();
+    assert_eq!(s.peer_addr().unwrap(), vip6, "the client sees the IPv6 VIP");
+    drop(s);
     assert_refused(EMPTY_VIP.parse().unwrap());
     // The same client port again and again: each connection's conntrack
     // entry outlives it (TIME_WAIT), and must not refuse the next one.
@@ -265,6 +283,8 @@ pub fn nfqueue_balances_across_namespaces_and_cleans_up() {
     }
     let sets = cmd_output("ipset", &["list", "-n"]).unwrap();
     assert!(!sets.contains("minuteman"), "{sets}");
+    let rules6 = cmd_output("ip6tables", &["-w", "5", "-t", "raw", "-S"]).unwrap();
+    assert!(!rules6.contains("minuteman6"), "{rules6}");
     assert!(
         iptables_check("raw", "OUTPUT", foreign_raw),
         "foreign raw rule kept"

@@ -40,6 +40,11 @@ impl Selection {
         s
     }
 
+    /// The source address already found for a backend address.
+    pub fn source_of(&self, backend: IpAddr) -> Option<Option<IpAddr>> {
+        self.sources.get(&backend).copied()
+    }
+
     pub fn vip(&self, dst: &SocketAddr) -> Option<&(VipKey, WeightedBackends)> {
         self.vips.get(dst)
     }
@@ -196,14 +201,13 @@ impl FlowBook {
     /// Forgets counters of backends no longer in `table` (their pending
     /// flows stay until they settle).
     pub fn retain(&mut self, table: &VipTable) {
-        let pending = &self.pending;
+        let pending: std::collections::HashSet<(VipKey, SocketAddr)> =
+            self.pending.values().map(|p| (p.vip, p.backend)).collect();
         self.backends.retain(|(vip, addr), _| {
             table
                 .get(vip)
                 .is_some_and(|bs| bs.iter().any(|b| b.addr == *addr))
-                || pending
-                    .values()
-                    .any(|p| p.vip == *vip && p.backend == *addr)
+                || pending.contains(&(*vip, *addr))
         });
     }
 }
