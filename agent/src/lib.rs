@@ -9,6 +9,7 @@
 //! - [`daemon`] — the run loop tying sources, data plane and API together.
 //! - [`sys`] — host facts (mount points); [`digest`] — the one stable hash.
 //! - [`config`] — the TOML configuration and its validation; [`metrics`] — agent counters.
+//! - [`isolation`] — tasks: launcher, cgroup v1/v2 isolators (cpu, memory, pids), statistics.
 //!
 //! Decisions live in `vip`, `dataplane::plan` and `api::views`; effects
 //! (syscalls, maps, sockets, files) live in `dataplane::ebpf`, `sources`,
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod digest;
 pub mod health;
+pub mod isolation;
 pub mod metrics;
 pub mod sources;
 pub mod sys;

@@ -20,6 +20,10 @@ use garrison_agent::{
     vip::{Backend, Protocol, VipKey, VipTable},
 };
 
+pub use crate::isolation::{
+    killed_task_leaves_nothing_and_bad_requests_change_nothing, task_busy_loop_gets_half_a_cpu,
+    task_over_memory_limit_fails_with_memory_limit,
+};
 pub use crate::nfqueue::{
     nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
     nfqueue_balances_across_namespaces_and_cleans_up,
@@ -49,7 +53,10 @@ macro_rules! with_scenarios {
             silent_backend_is_taken_out_by_the_timeout,
             nfqueue_balances_across_namespaces_and_cleans_up,
             nfqueue_silent_backend_is_taken_out_and_retried,
-            nfqueue_agent_killed_fail_closed_refuses_fail_open_continues
+            nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
+            task_busy_loop_gets_half_a_cpu,
+            task_over_memory_limit_fails_with_memory_limit,
+            killed_task_leaves_nothing_and_bad_requests_change_nothing
         );
     };
 }

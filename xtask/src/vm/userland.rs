@@ -1,6 +1,7 @@
 //! Host programs copied into the guest image: `iptables`/`ip6tables` and
 //! `ipset` (the NFQUEUE data path runs them) and `ip` (the scenarios make
-//! namespaces and veths with it), with their shared libraries (from `ldd`)
+//! namespaces and veths with it), `sh`, `sleep` and `tail` (the task
+//! scenarios' commands), with their shared libraries (from `ldd`)
 //! and the xtables plugins, each at the path it has on the host. The guest
 //! sets `PATH` and `LD_LIBRARY_PATH` to find them (vm-tests/src/main.rs).
 use std::{
@@ -20,6 +21,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("ip6tables", "usr/sbin/ip6tables"),
     ("ipset", "usr/sbin/ipset"),
     ("ip", "usr/sbin/ip"),
+    // Task scenarios: the launcher runs `/bin/sh -c`; the commands use these.
+    ("sh", "bin/sh"),
+    ("sleep", "bin/sleep"),
+    ("tail", "bin/tail"),
 ];
 
 /// Where Debian's iptables loads its match and target plugins from.

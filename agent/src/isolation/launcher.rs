@@ -1,0 +1,382 @@
+//! [`Launcher`]: runs a command as a task (`/bin/sh -c CMD`) in its own
+//! sandbox (`<work_dir>/tasks/<id>`, stdout and stderr there) and cgroups,
+//! with the configured isolators; tracks STAGING → RUNNING → FINISHED /
+//! FAILED / KILLED; kills with a grace period (SIGTERM, then SIGKILL to every
+//! process in the task's cgroups); removes the cgroups when the task ends.
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{
+    TaskError, TaskInfo, TaskSpec, TaskState,
+    cgroups::{Layout, TaskCgroups},
+    isolators::{CpuIsolator, Isolator, MemoryIsolator, PidsIsolator},
+    stats::TaskStatistics,
+};
+
+/// The isolator names the configuration accepts.
+pub const ISOLATORS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Launcher settings.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    pub work_dir: PathBuf,
+    /// Names from [`ISOLATORS`].
+    pub isolators: Vec<String>,
+    /// cpu: enforce a hard cap (`cpu.max`), not only shares.
+    pub cpu_hard_limit: bool,
+    /// pids: processes and threads per task.
+    pub pids_max: u64,
+    /// SIGTERM → SIGKILL delay of a kill.
+    pub kill_grace: Duration,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> Self {
+        LauncherConfig {
+            work_dir: "/var/lib/garrison".into(),
+            isolators: ISOLATORS.iter().map(|s| s.to_string()).collect(),
+            cpu_hard_limit: true,
+            pids_max: 4096,
+            kill_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The isolators named in `names`; an unknown name is an error.
+pub fn isolators(config: &LauncherConfig) -> Result<Vec<Box<dyn Isolator>>, String> {
+    config
+        .isolators
+        .iter()
+        .map(|n| -> Result<Box<dyn Isolator>, String> {
+            Ok(match n.as_str() {
+                "cpu" => Box::new(CpuIsolator {
+                    hard_limit: config.cpu_hard_limit,
+                }),
+                "memory" => Box::new(MemoryIsolator),
+                "pids" => Box::new(PidsIsolator {
+                    max: config.pids_max,
+                }),
+                other => {
+                    return Err(format!(
+                        "unknown isolator {other:?} (known: {})",
+                        ISOLATORS.join(", ")
+                    ));
+                }
+            })
+        })
+        .collect()
+}
+
+struct Task {
+    info: TaskInfo,
+    cgroups: Option<TaskCgroups>,
+    kill_requested: bool,
+    started: Instant,
+}
+
+struct Inner {
+    config: LauncherConfig,
+    layout: Layout,
+    isolators: Vec<Box<dyn Isolator>>,
+    tasks: Mutex<BTreeMap<String, Task>>,
+}
+
+/// Runs and tracks tasks (cheap to clone: shared state).
+#[derive(Clone)]
+pub struct Launcher {
+    inner: Arc<Inner>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TaskError {
+    let what = what.into();
+    move |source| TaskError::Io { what, source }
+}
+
+impl Launcher {
+    /// Detects the cgroup layout; every configured isolator's controller must
+    /// be available.
+    pub fn new(config: LauncherConfig) -> Result<Launcher, TaskError> {
+        let isolators = isolators(&config).map_err(TaskError::Unavailable)?;
+        let layout = Layout::detect().map_err(io_err("reading /proc/self/mountinfo"))?;
+        for i in &isolators {
+            if !layout.controllers.contains_key(i.name()) {
+                return Err(TaskError::Unavailable(format!(
+                    "isolator {} needs the {} cgroup controller, which this host has on no hierarchy ({})",
+                    i.name(),
+                    i.name(),
+                    layout.describe()
+                )));
+            }
+        }
+        fs::create_dir_all(config.work_dir.join("tasks"))
+            .map_err(io_err(format!("creating {}", config.work_dir.display())))?;
+        Ok(Launcher {
+            inner: Arc::new(Inner {
+                config,
+                layout,
+                isolators,
+                tasks: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// Starts `spec`; returns once it is RUNNING (or refused: nothing changed).
+    pub fn launch(&self, spec: TaskSpec) -> Result<TaskInfo, TaskError> {
+        spec.validate()?;
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        if !spec.program_exists(&path) {
+            return Err(TaskError::CommandNotFound(
+                spec.cmd.split_whitespace().next().unwrap_or("").to_string(),
+            ));
+        }
+        let sandbox = self.inner.config.work_dir.join("tasks").join(&spec.id);
+        {
+            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            if tasks.contains_key(&spec.id) {
+                return Err(TaskError::Exists(spec.id));
+            }
+            tasks.insert(
+                spec.id.clone(),
+                Task {
+                    info: TaskInfo {
+                        id: spec.id.clone(),
+                        state: TaskState::Staging,
+                        reason: None,
+                        exit_status: None,
+                        sandbox: sandbox.display().to_string(),
+                        resources: spec.resources,
+                    },
+                    cgroups: None,
+                    kill_requested: false,
+                    started: Instant::now(),
+                },
+            );
+        }
+        match self.start(&spec, &sandbox) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                // Refused: leave nothing behind.
+                self.inner.tasks.lock().expect("tasks").remove(&spec.id);
+                let _ = fs::remove_dir_all(&sandbox);
+                Err(e)
+            }
+        }
+    }
+
+    fn start(&self, spec: &TaskSpec, sandbox: &Path) -> Result<TaskInfo, TaskError> {
+        fs::create_dir_all(sandbox).map_err(io_err(format!("creating {}", sandbox.display())))?;
+        let cg = TaskCgroups::create(&self.inner.layout, &spec.id)
+            .map_err(io_err(format!("creating the cgroups of {}", spec.id)))?;
+        let prepared = self.inner.isolators.iter().try_for_each(|i| {
+            i.prepare(&cg, &spec.resources)
+                .map_err(io_err(format!("isolator {}", i.name())))
+        });
+        if let Err(e) = prepared {
+            cg.destroy();
+            return Err(e);
+        }
+        let child = match spawn(spec, sandbox, &cg) {
+            Ok(c) => c,
+            Err(e) => {
+                cg.destroy();
+                return Err(e);
+            }
+        };
+        let info = {
+            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            let t = tasks.get_mut(&spec.id).expect("inserted by launch");
+            t.info.state = TaskState::Running;
+            t.cgroups = Some(cg);
+            t.info.clone()
+        };
+        let me = self.clone();
+        let id = spec.id.clone();
+        std::thread::Builder::new()
+            .name(format!("task-{id}"))
+            .spawn(move || me.wait_for(&id, child))
+            .map_err(io_err("starting the task's waiter thread"))?;
+        Ok(info)
+    }
+
+    /// Waits for the task's shell, decides its final state, cleans up.
+    fn wait_for(&self, id: &str, mut child: std::process::Child) {
+        let status = child.wait();
+        let cg = self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(id)
+            .and_then(|t| t.cgroups.clone());
+        let limitation = cg
+            .as_ref()
+            .and_then(|cg| self.inner.isolators.iter().find_map(|i| i.limitation(cg)));
+        let cleaned = cg.as_ref().is_none_or(TaskCgroups::destroy);
+        let mut tasks = self.inner.tasks.lock().expect("tasks");
+        let Some(t) = tasks.get_mut(id) else { return };
+        use std::os::unix::process::ExitStatusExt;
+        let (code, signal) = match &status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(_) => (None, None),
+        };
+        t.info.exit_status = code.or(signal.map(|s| 128 + s));
+        (t.info.state, t.info.reason) = if t.kill_requested {
+            (TaskState::Killed, Some("killed on request".into()))
+        } else if let Some(why) = limitation {
+            (TaskState::Failed, Some(why))
+        } else if code == Some(0) {
+            (TaskState::Finished, None)
+        } else if let Some(c) = code {
+            (
+                TaskState::Failed,
+                Some(format!("command exited with status {c}")),
+            )
+        } else {
+            (
+                TaskState::Failed,
+                Some(format!("command killed by signal {}", signal.unwrap_or(0))),
+            )
+        };
+        if !cleaned {
+            tracing::error!(task = id, "task cgroups could not be removed");
+        }
+        t.cgroups = None;
+        tracing::info!(task = id, state = ?t.info.state, reason = ?t.info.reason, secs = t.started.elapsed().as_secs_f64(), "task ended");
+    }
+
+    /// Kills a task: SIGTERM to every process, SIGKILL after the grace period.
+    pub fn kill(&self, id: &str) -> Result<TaskInfo, TaskError> {
+        let (cg, info) = {
+            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            let t = tasks
+                .get_mut(id)
+                .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+            if t.info.state.is_terminal() {
+                return Ok(t.info.clone());
+            }
+            t.kill_requested = true;
+            (t.cgroups.clone(), t.info.clone())
+        };
+        if let Some(cg) = cg {
+            cg.signal_all(libc::SIGTERM);
+            let grace = self.inner.config.kill_grace;
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline && !cg.pids().is_empty() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                cg.signal_all(libc::SIGKILL);
+            });
+        }
+        Ok(info)
+    }
+
+    pub fn get(&self, id: &str) -> Option<TaskInfo> {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(id)
+            .map(|t| t.info.clone())
+    }
+
+    pub fn list(&self) -> Vec<TaskInfo> {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .values()
+            .map(|t| t.info.clone())
+            .collect()
+    }
+
+    /// Statistics of every running task, read from its cgroups.
+    pub fn statistics(&self) -> Vec<(TaskInfo, TaskStatistics)> {
+        let running: Vec<(TaskInfo, TaskCgroups)> = self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .values()
+            .filter_map(|t| Some((t.info.clone(), t.cgroups.clone()?)))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        running
+            .into_iter()
+            .map(|(info, cg)| {
+                let mut s = TaskStatistics {
+                    timestamp: now,
+                    cpus_limit: info.resources.cpus,
+                    disk_limit_bytes: (info.resources.disk * 1024.0 * 1024.0) as u64,
+                    ..Default::default()
+                };
+                for i in &self.inner.isolators {
+                    i.usage(&cg, &mut s);
+                }
+                (info, s)
+            })
+            .collect()
+    }
+}
+
+/// Starts `/bin/sh -c CMD` in the sandbox; the child joins the task's
+/// cgroups and its own session before exec.
+fn spawn(
+    spec: &TaskSpec,
+    sandbox: &Path,
+    cg: &TaskCgroups,
+) -> Result<std::process::Child, TaskError> {
+    let open = |name: &str| {
+        fs::File::create(sandbox.join(name)).map_err(io_err(format!("creating {name}")))
+    };
+    let (stdout, stderr) = (open("stdout")?, open("stderr")?);
+    let procs: Vec<CString> = cg
+        .dirs()
+        .iter()
+        .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).expect("no NUL"))
+        .collect();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&spec.cmd)
+        .current_dir(sandbox)
+        .env("MESOS_SANDBOX", sandbox)
+        .env("MESOS_TASK_ID", &spec.id)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid,
+    // open, write, close) on buffers prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(io_err(format!("starting /bin/sh -c {:?}", spec.cmd)))
+}

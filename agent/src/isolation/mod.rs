@@ -1,0 +1,235 @@
+//! Tasks and their isolation: what Mesos calls the agent's containerizer.
+//!
+//! - [`cgroups`]: where each controller lives (v2, or v1 on hybrid hosts) and
+//!   a task's cgroup directories.
+//! - [`isolators`]: the [`isolators::Isolator`] trait and the cpu, memory and
+//!   pids isolators.
+//! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
+//!   sandbox and cgroups, tracks its state, kills it with a grace period.
+//! - [`stats`]: per-task statistics in the Mesos `/monitor/statistics` shape.
+//!
+//! Validation of task requests ([`TaskSpec::validate`]) is pure.
+pub mod cgroups;
+pub mod isolators;
+pub mod launcher;
+pub mod stats;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Resources of a task: cpus, and mem and disk in MB (as Mesos).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResources {
+    pub cpus: f64,
+    pub mem: f64,
+    #[serde(default)]
+    pub disk: f64,
+}
+
+impl TaskResources {
+    pub fn mem_bytes(&self) -> u64 {
+        (self.mem * 1024.0 * 1024.0) as u64
+    }
+}
+
+/// A task request (`POST /v1/tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub id: String,
+    pub cmd: String,
+    pub resources: TaskResources,
+}
+
+/// Task states, named as Mesos names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TaskState {
+    #[serde(rename = "TASK_STAGING")]
+    Staging,
+    #[serde(rename = "TASK_RUNNING")]
+    Running,
+    #[serde(rename = "TASK_FINISHED")]
+    Finished,
+    #[serde(rename = "TASK_FAILED")]
+    Failed,
+    #[serde(rename = "TASK_KILLED")]
+    Killed,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Failed | TaskState::Killed
+        )
+    }
+}
+
+/// What the API shows of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskInfo {
+    pub id: String,
+    pub state: TaskState,
+    pub reason: Option<String>,
+    pub exit_status: Option<i32>,
+    pub sandbox: String,
+    pub resources: TaskResources,
+}
+
+/// Why a task request or operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("invalid task {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("task {0} exists")]
+    Exists(String),
+    #[error("no task {0}")]
+    NotFound(String),
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    #[error("isolation is not available: {0}")]
+    Unavailable(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(field: &'static str, why: impl Into<String>) -> TaskError {
+    TaskError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+impl TaskSpec {
+    /// Checks the request without touching anything: the id must be a plain
+    /// name (it names the sandbox directory and cgroups: no `/`, no `..`),
+    /// the command non-empty, resources finite and positive (mem at least
+    /// 4 MB, disk ≥ 0).
+    pub fn validate(&self) -> Result<(), TaskError> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && !self.id.starts_with('.')
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !id_ok {
+            return Err(invalid(
+                "id",
+                format!(
+                    "{:?}: 1 to 64 of A-Z a-z 0-9 - _ . not starting with '.' (it names the sandbox under the work directory)",
+                    self.id
+                ),
+            ));
+        }
+        if self.cmd.trim().is_empty() {
+            return Err(invalid("cmd", "empty"));
+        }
+        let r = &self.resources;
+        if !(r.cpus.is_finite() && r.cpus > 0.0 && r.cpus <= 1024.0) {
+            return Err(invalid(
+                "resources.cpus",
+                format!("{} (must be > 0)", r.cpus),
+            ));
+        }
+        if !(r.mem.is_finite() && r.mem >= 4.0) {
+            return Err(invalid(
+                "resources.mem",
+                format!("{} MB (must be at least 4)", r.mem),
+            ));
+        }
+        if !(r.disk.is_finite() && r.disk >= 0.0) {
+            return Err(invalid(
+                "resources.disk",
+                format!("{} MB (must be ≥ 0)", r.disk),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The program the command starts with, if it can be found: a path that
+    /// is an executable file, or a name on `path` (the shell's builtins and
+    /// keywords are accepted as they are).
+    pub fn program_exists(&self, path: &str) -> bool {
+        let Some(first) = self.cmd.split_whitespace().next() else {
+            return false;
+        };
+        const SHELL_WORDS: &[&str] = &[
+            "while", "for", "if", "exec", "echo", "true", "false", ":", "exit", "set", "cd",
+            "read", "test", "[", "{", "(", "trap", "printf", "until", "case", "ulimit",
+        ];
+        if SHELL_WORDS.contains(&first) || first.contains('=') {
+            return true;
+        }
+        let executable = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if first.contains('/') {
+            return executable(Path::new(first));
+        }
+        path.split(':')
+            .any(|d| executable(&Path::new(d).join(first)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, cpus: f64, mem: f64, disk: f64) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            cmd: "sleep 1".into(),
+            resources: TaskResources { cpus, mem, disk },
+        }
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        for (s, field) in [
+            (spec("../x", 1.0, 64.0, 0.0), "id"),
+            (spec("a/b", 1.0, 64.0, 0.0), "id"),
+            (spec("..", 1.0, 64.0, 0.0), "id"),
+            (spec("", 1.0, 64.0, 0.0), "id"),
+            (spec("t", -1.0, 64.0, 0.0), "resources.cpus"),
+            (spec("t", f64::NAN, 64.0, 0.0), "resources.cpus"),
+            (spec("t", 1.0, 1.0, 0.0), "resources.mem"),
+            (spec("t", 1.0, 64.0, -5.0), "resources.disk"),
+        ] {
+            match s.validate() {
+                Err(TaskError::Invalid { field: f, .. }) => assert_eq!(f, field, "{s:?}"),
+                other => panic!("{s:?}: {other:?}"),
+            }
+        }
+        assert!(spec("web-1.a_b", 0.5, 64.0, 16.0).validate().is_ok());
+    }
+
+    #[test]
+    fn commands_are_looked_up_on_the_path() {
+        let mut s = spec("t", 1.0, 64.0, 0.0);
+        assert!(s.program_exists("/bin:/usr/bin"));
+        s.cmd = "no-such-program-garrison --x".into();
+        assert!(!s.program_exists("/bin:/usr/bin"));
+        s.cmd = "while :; do :; done".into();
+        assert!(s.program_exists(""));
+        s.cmd = "/nonexistent/prog".into();
+        assert!(!s.program_exists("/bin"));
+    }
+
+    #[test]
+    fn states_serialise_as_mesos() {
+        assert_eq!(
+            serde_json::to_string(&TaskState::Running).unwrap(),
+            "\"TASK_RUNNING\""
+        );
+        assert!(TaskState::Killed.is_terminal() && !TaskState::Staging.is_terminal());
+    }
+}

@@ -1,0 +1,252 @@
+//! Scenarios of task isolation: real processes in real cgroups (v1
+//! hierarchies on hybrid hosts such as this one, v2 in the guests).
+use std::{
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use garrison_agent::isolation::{
+    TaskError, TaskInfo, TaskResources, TaskSpec, TaskState,
+    launcher::{Launcher, LauncherConfig},
+};
+
+use crate::{require_root, unique};
+
+struct Rig {
+    launcher: Launcher,
+    dir: PathBuf,
+}
+
+impl Rig {
+    fn new(name: &str) -> Self {
+        require_root();
+        let dir = std::env::temp_dir().join(unique(name));
+        let launcher = Launcher::new(LauncherConfig {
+            work_dir: dir.clone(),
+            kill_grace: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .expect("launcher (cgroup controllers cpu, memory, pids)");
+        Rig { launcher, dir }
+    }
+
+    fn launch(&self, id: &str, cmd: &str, cpus: f64, mem: f64) -> TaskInfo {
+        self.launcher
+            .launch(TaskSpec {
+                id: id.into(),
+                cmd: cmd.into(),
+                resources: TaskResources {
+                    cpus,
+                    mem,
+                    disk: 0.0,
+                },
+            })
+            .unwrap_or_else(|e| panic!("launching {id}: {e}"))
+    }
+
+    /// Waits (at most `secs`) for the task to end.
+    fn wait_end(&self, id: &str, secs: u64) -> TaskInfo {
+        let start = Instant::now();
+        loop {
+            let info = self.launcher.get(id).expect("known task");
+            if info.state.is_terminal() || start.elapsed() > Duration::from_secs(secs) {
+                return info;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stats(&self, id: &str) -> garrison_agent::isolation::stats::TaskStatistics {
+        self.launcher
+            .statistics()
+            .into_iter()
+            .find(|(i, _)| i.id == id)
+            .map(|(_, s)| s)
+            .expect("statistics of a running task")
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for t in self.launcher.list() {
+            let _ = self.launcher.kill(&t.id);
+        }
+        for t in self.launcher.list() {
+            self.wait_end(&t.id, 5);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cgroup_dirs_of(id: &str, launcher: &Launcher) -> Vec<PathBuf> {
+    launcher
+        .layout()
+        .controllers
+        .values()
+        .map(|h| match h {
+            garrison_agent::isolation::cgroups::Hierarchy::V1(p)
+            | garrison_agent::isolation::cgroups::Hierarchy::V2(p) => {
+                p.join(garrison_agent::isolation::cgroups::PARENT).join(id)
+            }
+        })
+        .collect()
+}
+
+/// A busy loop given 0.5 cpus uses 0.5 ± 0.1 of a CPU, and the statistics
+/// agree with /proc for the same process.
+pub fn task_busy_loop_gets_half_a_cpu() {
+    let rig = Rig::new("cpu");
+    let id = unique("busy");
+    rig.launch(&id, "while :; do :; done", 0.5, 32.0);
+    thread::sleep(Duration::from_millis(300));
+    let s0 = rig.stats(&id);
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs(3));
+    let s1 = rig.stats(&id);
+    let secs = t0.elapsed().as_secs_f64();
+    let used = (s1.cpus_user_time_secs + s1.cpus_system_time_secs
+        - s0.cpus_user_time_secs
+        - s0.cpus_system_time_secs)
+        / secs;
+    assert!(
+        (used - 0.5).abs() <= 0.1,
+        "busy loop used {used:.3} CPUs, limit 0.5"
+    );
+    assert_eq!(s1.cpus_limit, 0.5);
+    assert!(s1.cpus_nr_throttled > 0, "{s1:?}");
+    assert_eq!(s1.processes, 1, "{s1:?}");
+    assert_eq!(s1.mem_limit_bytes, 32 * 1024 * 1024);
+    // /proc's view of the one process: utime + stime in ticks.
+    let dirs = cgroup_dirs_of(&id, &rig.launcher);
+    let pid: i32 = std::fs::read_to_string(dirs[0].join("cgroup.procs"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let proc_secs = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz;
+    let s2 = rig.stats(&id);
+    let cg_secs = s2.cpus_user_time_secs + s2.cpus_system_time_secs;
+    assert!(
+        (proc_secs - cg_secs).abs() <= 0.1 + 0.1 * cg_secs,
+        "/proc {proc_secs:.2} s against the cgroup's {cg_secs:.2} s"
+    );
+}
+
+/// A task allocating past its memory limit is OOM-killed and reported
+/// FAILED with reason "memory limit".
+pub fn task_over_memory_limit_fails_with_memory_limit() {
+    let rig = Rig::new("mem");
+    let id = unique("hog");
+    // tail buffers /dev/zero looking for a newline: memory without bound.
+    rig.launch(&id, "tail /dev/zero", 1.0, 32.0);
+    let info = rig.wait_end(&id, 30);
+    assert_eq!(info.state, TaskState::Failed, "{info:?}");
+    assert_eq!(info.reason.as_deref(), Some("memory limit"), "{info:?}");
+    for d in cgroup_dirs_of(&id, &rig.launcher) {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}
+
+/// A killed task leaves no process and no cgroup; exit statuses and stdout
+/// are kept; bad requests change nothing.
+pub fn killed_task_leaves_nothing_and_bad_requests_change_nothing() {
+    let rig = Rig::new("kill");
+    let id = unique("sleepers");
+    // Two children that ignore nothing: SIGTERM ends them; `trap` makes the
+    // shell itself ignore SIGTERM, so the SIGKILL after the grace is needed.
+    rig.launch(&id, "trap '' TERM; sleep 300 & sleep 300 & wait", 0.2, 16.0);
+    thread::sleep(Duration::from_millis(300));
+    let dirs = cgroup_dirs_of(&id, &rig.launcher);
+    let pids: Vec<i32> = std::fs::read_to_string(dirs[0].join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "shell and two sleeps: {pids:?}");
+    rig.launcher.kill(&id).unwrap();
+    let info = rig.wait_end(&id, 10);
+    assert_eq!(info.state, TaskState::Killed, "{info:?}");
+    for pid in pids {
+        // Gone, or a zombie waiting for its (re)parent to reap it: dead.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().chars().next())
+            })
+            .flatten();
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "process {pid} survived the kill (state {state:?})"
+        );
+    }
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+
+    let ok = unique("ok");
+    rig.launch(&ok, "echo hello from $MESOS_TASK_ID", 0.1, 16.0);
+    let info = rig.wait_end(&ok, 10);
+    assert_eq!(
+        (info.state, info.exit_status),
+        (TaskState::Finished, Some(0))
+    );
+    let out = std::fs::read_to_string(PathBuf::from(&info.sandbox).join("stdout")).unwrap();
+    assert_eq!(out.trim(), format!("hello from {ok}"));
+    let bad = unique("bad");
+    rig.launch(&bad, "exit 3", 0.1, 16.0);
+    let info = rig.wait_end(&bad, 10);
+    assert_eq!(
+        (info.state, info.exit_status),
+        (TaskState::Failed, Some(3)),
+        "{info:?}"
+    );
+
+    let before = rig.launcher.list().len();
+    let spec = |id: &str, cmd: &str, cpus: f64| TaskSpec {
+        id: id.into(),
+        cmd: cmd.into(),
+        resources: TaskResources {
+            cpus,
+            mem: 16.0,
+            disk: 0.0,
+        },
+    };
+    assert!(matches!(
+        rig.launcher
+            .launch(spec("nope", "no-such-command-garrison", 0.1)),
+        Err(TaskError::CommandNotFound(_))
+    ));
+    assert!(matches!(
+        rig.launcher.launch(spec("../escape", "true", 0.1)),
+        Err(TaskError::Invalid { field: "id", .. })
+    ));
+    assert!(matches!(
+        rig.launcher.launch(spec("neg", "true", -1.0)),
+        Err(TaskError::Invalid {
+            field: "resources.cpus",
+            ..
+        })
+    ));
+    assert!(matches!(
+        rig.launcher.launch(spec(&ok, "true", 0.1)),
+        Err(TaskError::Exists(_))
+    ));
+    assert_eq!(
+        rig.launcher.list().len(),
+        before,
+        "refused requests add no task"
+    );
+    assert!(!rig.dir.join("tasks/nope").exists());
+    assert!(!rig.dir.join("escape").exists());
+}
