@@ -28,6 +28,17 @@
 //! [nfqueue]                        # the NFQUEUE data path (dataplane = "nfqueue")
 //! queues = "50:58"                 # --queue-balance range, one worker per queue
 //! fail_open = false                # true: SYNs the agent misses go to the VIP address
+//!
+//! [isolation]                      # tasks (POST /v1/tasks), /monitor/statistics, /state
+//! enabled = true
+//! work_dir = "/var/lib/garrison"   # sandboxes in <work_dir>/tasks/<id>
+//! isolators = ["cpu", "memory", "pids"]
+//! cpu_hard_limit = true            # cpu.max / cfs_quota as well as shares
+//! pids_max = 4096
+//! kill_grace_secs = 3
+//! ports = "[31000-32000]"
+//! # api_token = "…"                # task changes from anywhere with this bearer token
+//! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
 //! ```
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -53,6 +64,33 @@ pub struct RawConfig {
     pub health: RawHealth,
     #[serde(default)]
     pub nfqueue: RawNfqueue,
+    #[serde(default)]
+    pub isolation: RawIsolation,
+}
+
+/// `[isolation]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIsolation {
+    pub enabled: Option<bool>,
+    pub work_dir: Option<PathBuf>,
+    pub isolators: Option<Vec<String>>,
+    pub cpu_hard_limit: Option<bool>,
+    pub pids_max: Option<u64>,
+    pub kill_grace_secs: Option<u64>,
+    pub ports: Option<String>,
+    pub api_token: Option<String>,
+    pub reserved: Option<crate::isolation::node::Reservation>,
+}
+
+/// The validated `[isolation]` table.
+#[derive(Debug, Clone)]
+pub struct IsolationConfig {
+    pub enabled: bool,
+    pub launcher: crate::isolation::launcher::LauncherConfig,
+    pub ports: String,
+    pub api_token: Option<String>,
+    pub reserved: Option<crate::isolation::node::Reservation>,
 }
 
 /// `[nfqueue]` as written.
@@ -108,6 +146,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     pub health: crate::health::HealthConfig,
     pub nfqueue: crate::dataplane::NfqueueConfig,
+    pub isolation: IsolationConfig,
 }
 
 /// The validated `[sources]` table.
@@ -135,6 +174,67 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+}
+
+fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
+    use crate::isolation::launcher::{ISOLATORS, LauncherConfig};
+    let defaults = LauncherConfig::default();
+    let isolators = i.isolators.unwrap_or(defaults.isolators);
+    for name in &isolators {
+        if !ISOLATORS.contains(&name.as_str()) {
+            return Err(invalid(
+                "isolation.isolators",
+                name,
+                format!("unknown isolator (known: {})", ISOLATORS.join(", ")),
+            ));
+        }
+    }
+    let work_dir = i.work_dir.unwrap_or(defaults.work_dir);
+    if !work_dir.is_absolute() {
+        return Err(invalid(
+            "isolation.work_dir",
+            work_dir.display(),
+            "must be an absolute path",
+        ));
+    }
+    let pids_max = i.pids_max.unwrap_or(defaults.pids_max);
+    if pids_max == 0 {
+        return Err(invalid("isolation.pids_max", 0, "must be at least 1"));
+    }
+    let ports = i.ports.unwrap_or_else(|| "[31000-32000]".into());
+    crate::isolation::node::parse_ports(&ports)
+        .map_err(|why| invalid("isolation.ports", &ports, why))?;
+    if let Some(r) = &i.reserved
+        && (r.role.is_empty() || r.cpus < 0.0 || r.mem < 0.0 || r.disk < 0.0)
+    {
+        return Err(invalid(
+            "isolation.reserved",
+            format!("{r:?}"),
+            "needs a role and non-negative cpus, mem, disk",
+        ));
+    }
+    if i.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+        return Err(invalid(
+            "isolation.api_token",
+            "(hidden)",
+            "must be at least 16 characters",
+        ));
+    }
+    Ok(IsolationConfig {
+        enabled: i.enabled.unwrap_or(true),
+        launcher: LauncherConfig {
+            work_dir,
+            isolators,
+            cpu_hard_limit: i.cpu_hard_limit.unwrap_or(defaults.cpu_hard_limit),
+            pids_max,
+            kill_grace: i
+                .kill_grace_secs
+                .map_or(defaults.kill_grace, Duration::from_secs),
+        },
+        ports,
+        api_token: i.api_token,
+        reserved: i.reserved,
+    })
 }
 
 /// `FIRST:LAST` queue numbers, at most 64 queues (one thread each).
@@ -211,6 +311,10 @@ impl RawConfig {
         take!(health.backoff_secs);
         take!(nfqueue.queues);
         take!(nfqueue.fail_open);
+        take!(isolation.enabled);
+        take!(isolation.work_dir);
+        take!(isolation.isolators);
+        take!(isolation.api_token);
         self
     }
 
@@ -235,6 +339,7 @@ impl RawConfig {
         let queues_s = self.nfqueue.queues.unwrap_or_else(|| "50:58".into());
         let queues = parse_queue_range(&queues_s)
             .map_err(|why| invalid("nfqueue.queues", &queues_s, why))?;
+        let isolation = validate_isolation(self.isolation)?;
         let nfqueue = crate::dataplane::NfqueueConfig {
             queues,
             fail_open: self.nfqueue.fail_open.unwrap_or(false),
@@ -299,6 +404,7 @@ impl RawConfig {
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
             health,
             nfqueue,
+            isolation,
             sources: SourcesConfig {
                 vips_file: s.vips_file,
                 vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,
@@ -395,6 +501,19 @@ mod tests {
         });
         assert!(
             e.contains("`dataplane`") && e.contains("auto, ebpf or nfqueue"),
+            "{e}"
+        );
+        let e = bad(RawConfig {
+            isolation: RawIsolation {
+                isolators: Some(vec!["cpu".into(), "gpu".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert!(
+            e.contains("`isolation.isolators`")
+                && e.contains("\"gpu\"")
+                && e.contains("unknown isolator"),
             "{e}"
         );
         let e = bad(RawConfig {

@@ -178,6 +178,8 @@ pub struct NamedVips {
 pub struct RunConfig {
     pub sources: SourcesConfig,
     pub named: NamedVips,
+    /// The task endpoints (`None`: not served).
+    pub tasks: Option<api::tasks::TasksApi>,
 }
 
 /// One poll result from a source task.
@@ -472,10 +474,17 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server =
-        axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
+    let mut app = api::router(shared.clone());
+    if let Some(tasks) = config.tasks.clone() {
+        app = app.merge(api::tasks::router(tasks));
+    }
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
     let server = tokio::spawn(async move { server.await });
 
     let sources = &config.sources;

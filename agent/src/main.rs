@@ -8,7 +8,9 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
-    config::{self, Config, DataplaneKind, RawConfig, RawHealth, RawNfqueue, RawSources},
+    config::{
+        self, Config, DataplaneKind, RawConfig, RawHealth, RawIsolation, RawNfqueue, RawSources,
+    },
     daemon::{NamedVips, RunConfig, Shared, run},
     dataplane::{Dataplane, EbpfConfig, EbpfDataplane, NfqueueDataplane, ebpf::remove_pins},
     sys,
@@ -101,6 +103,15 @@ struct RunArgs {
     /// unbalanced instead of being refused.
     #[arg(long)]
     nfqueue_fail_open: bool,
+    /// Task sandboxes live under DIR/tasks [default: /var/lib/garrison].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Isolators, comma-separated: cpu, memory, pids [default: all].
+    #[arg(long, value_delimiter = ',')]
+    isolators: Option<Vec<String>>,
+    /// Do not serve the task endpoints.
+    #[arg(long)]
+    no_tasks: bool,
 }
 
 impl RunArgs {
@@ -121,6 +132,12 @@ impl RunArgs {
                 mesos_poll_ms: self.mesos_poll_ms,
                 mesos_timeout_ms: self.mesos_timeout_ms,
                 grace_secs: self.source_grace_secs,
+            },
+            isolation: RawIsolation {
+                enabled: self.no_tasks.then_some(false),
+                work_dir: self.work_dir.clone(),
+                isolators: self.isolators.clone(),
+                ..Default::default()
             },
             nfqueue: RawNfqueue {
                 queues: self.nfqueue_queues.clone(),
@@ -228,7 +245,9 @@ fn run_agent(config: Config) -> Result<()> {
         config.health,
     ));
     let api: SocketAddr = config.api;
+    let tasks = config.isolation.enabled.then(|| tasks_api(&config));
     let run_config = RunConfig {
+        tasks,
         sources: config.sources.clone(),
         named: NamedVips {
             range: config.named_vip_range,
@@ -262,6 +281,29 @@ fn run_agent(config: Config) -> Result<()> {
         tracing::info!("stopped; the pinned data plane keeps serving");
     }
     Ok(())
+}
+
+/// The task endpoints: a launcher, or why this host cannot run tasks (the
+/// endpoints then answer 503 with that reason; VIPs are served regardless).
+fn tasks_api(config: &Config) -> garrison_agent::api::tasks::TasksApi {
+    use garrison_agent::isolation::{launcher::Launcher, node::NodeResources};
+    let iso = &config.isolation;
+    let launcher = Launcher::new(iso.launcher.clone()).map_err(|e| {
+        tracing::error!(error = %e, "tasks cannot run on this host");
+        Arc::new(e.to_string())
+    });
+    if let Ok(l) = &launcher {
+        tracing::info!(work_dir = %iso.launcher.work_dir.display(), isolators = ?iso.launcher.isolators, cgroups = %l.layout().describe(), "task isolation ready");
+    }
+    garrison_agent::api::tasks::TasksApi {
+        launcher,
+        token: iso.api_token.clone(),
+        node: Arc::new(NodeResources::detect(
+            &iso.launcher.work_dir,
+            &iso.ports,
+            iso.reserved.clone(),
+        )),
+    }
 }
 
 async fn shutdown_signal() {

@@ -100,6 +100,8 @@ impl NfqRig {
             "100".into(),
             "--state-dir".into(),
             dir.join("state").display().to_string(),
+            "--work-dir".into(),
+            dir.join("work").display().to_string(),
             "--api".into(),
             api.to_string(),
         ];

@@ -31,7 +31,7 @@ pub use crate::nfqueue::{
 };
 use crate::{
     LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins, ask_name, enter_netns, http_get,
-    mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
+    http_request, mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
 };
 
 /// Calls macro `$m` with the name of every scenario: the one list both the
@@ -56,7 +56,8 @@ macro_rules! with_scenarios {
             nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
             task_busy_loop_gets_half_a_cpu,
             task_over_memory_limit_fails_with_memory_limit,
-            killed_task_leaves_nothing_and_bad_requests_change_nothing
+            killed_task_leaves_nothing_and_bad_requests_change_nothing,
+            task_api_launches_reports_and_kills
         );
     };
 }
@@ -450,6 +451,8 @@ impl AgentRig {
             cg.path().to_str().unwrap(),
             "--bpffs",
             pins.path().to_str().unwrap(),
+            "--work-dir",
+            dir.join("work").to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -912,5 +915,86 @@ pub fn silent_backend_is_taken_out_by_the_timeout() {
         ["backend-1"],
         "{counts:?}"
     );
+    agent.signal(libc::SIGTERM);
+}
+
+/// The task endpoints of a running agent: launch, read back, statistics,
+/// node resources, kill; bad requests get a 4xx and change nothing.
+pub fn task_api_launches_reports_and_kills() {
+    let rig = AgentRig::new("tasks-api", &["--poll-ms", "100"]);
+    let mut agent = rig.start();
+    let post = |body: &str| http_request(rig.api, "POST", "/v1/tasks", Some(body)).unwrap();
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("JSON") };
+    let (status, body) =
+        post(r#"{"id":"api-1","cmd":"sleep 30","resources":{"cpus":0.2,"mem":32,"disk":8}}"#);
+    assert_eq!(status, 201, "{body}\n{}", agent.log());
+    let t = json(&body);
+    assert_eq!(t["state"], "TASK_RUNNING", "{body}");
+    assert!(
+        t["sandbox"]
+            .as_str()
+            .unwrap()
+            .ends_with("/work/tasks/api-1"),
+        "{body}"
+    );
+
+    let (_, body) = http_get(rig.api, "/monitor/statistics").unwrap();
+    let stats = json(&body);
+    let s = &stats[0]["statistics"];
+    assert_eq!(stats[0]["executor_id"], "api-1", "{body}");
+    assert_eq!(s["mem_limit_bytes"], 32 * 1024 * 1024, "{body}");
+    assert_eq!(s["cpus_limit"], 0.2, "{body}");
+    assert!(s["processes"].as_u64().unwrap() >= 1, "{body}");
+    let (_, body) = http_get(rig.api, "/state").unwrap();
+    let state = json(&body);
+    assert!(
+        state["resources"]["cpus"].as_f64().unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(state["resources"]["ports"], "[31000-32000]", "{body}");
+
+    for (bad, code) in [
+        (
+            r#"{"id":"n","cmd":"true","resources":{"cpus":-1,"mem":32}}"#,
+            "invalid_task",
+        ),
+        (
+            r#"{"id":"../x","cmd":"true","resources":{"cpus":1,"mem":32}}"#,
+            "invalid_task",
+        ),
+        (
+            r#"{"id":"u","cmd":"true","resources":{"cpus":1,"mem":32},"x":1}"#,
+            "invalid_task",
+        ),
+        (
+            r#"{"id":"c","cmd":"no-such-cmd-garrison","resources":{"cpus":1,"mem":32}}"#,
+            "command_not_found",
+        ),
+        ("not json", "invalid_task"),
+    ] {
+        let (status, body) = post(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(json(&body)["error"], code, "{bad}: {body}");
+    }
+    let (status, _) = post(r#"{"id":"api-1","cmd":"true","resources":{"cpus":1,"mem":32}}"#);
+    assert_eq!(status, 409);
+    let (_, body) = http_get(rig.api, "/v1/tasks").unwrap();
+    assert_eq!(json(&body).as_array().unwrap().len(), 1, "{body}");
+
+    let (status, _) = http_request(rig.api, "DELETE", "/v1/tasks/api-1", None).unwrap();
+    assert_eq!(status, 202);
+    let start = Instant::now();
+    let mut state = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        let (_, body) = http_get(rig.api, "/v1/tasks/api-1").unwrap();
+        state = json(&body)["state"].as_str().unwrap_or("").to_string();
+        if state == "TASK_KILLED" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state, "TASK_KILLED");
+    let (status, _) = http_get(rig.api, "/v1/tasks/nope").unwrap();
+    assert_eq!(status, 404);
     agent.signal(libc::SIGTERM);
 }

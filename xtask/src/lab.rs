@@ -286,6 +286,7 @@ impl Lab {
         let cgroup = self.cgroup();
         let pins = self.pins();
         let state = self.run_dir.join(format!("{name}-state"));
+        let work = self.run_dir.join(format!("{name}-work"));
         let mut args = vec![
             "run",
             "--api",
@@ -296,6 +297,8 @@ impl Lab {
             pins.to_str().context("path")?,
             "--state-dir",
             state.to_str().context("path")?,
+            "--work-dir",
+            work.to_str().context("path")?,
             "--cleanup",
         ];
         args.extend(source_args);

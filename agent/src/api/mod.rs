@@ -7,10 +7,12 @@
 //! - `GET /v1/vips` — the programmed table (dcos-net shape), with `ETag` / `If-None-Match`
 //! - `GET /metrics` — Prometheus text
 //! - `GET /healthz` — 200 when the data plane answers, 503 otherwise
+//! - tasks, `/monitor/statistics`, `/state`: see [`tasks`]
 //!
 //! [`views`] and [`metrics`] build the bodies (pure); this module routes and
 //! reads state.
 pub mod metrics;
+pub mod tasks;
 pub mod views;
 
 use std::sync::Arc;

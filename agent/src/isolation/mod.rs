@@ -7,11 +7,13 @@
 //! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
 //!   sandbox and cgroups, tracks its state, kills it with a grace period.
 //! - [`stats`]: per-task statistics in the Mesos `/monitor/statistics` shape.
+//! - [`node`]: the node's resources in the Mesos agent `/state` shape.
 //!
 //! Validation of task requests ([`TaskSpec::validate`]) is pure.
 pub mod cgroups;
 pub mod isolators;
 pub mod launcher;
+pub mod node;
 pub mod stats;
 
 use std::path::Path;
