@@ -39,6 +39,7 @@
 //! ports = "[31000-32000]"
 //! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
+//! # hook_command = "/usr/local/bin/task-hook"  # run as `HOOK pre-launch|post-exit`
 //! ```
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -81,6 +82,7 @@ pub struct RawIsolation {
     pub ports: Option<String>,
     pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
+    pub hook_command: Option<PathBuf>,
 }
 
 /// The validated `[isolation]` table.
@@ -197,6 +199,15 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             "must be an absolute path",
         ));
     }
+    if let Some(h) = &i.hook_command
+        && !h.is_absolute()
+    {
+        return Err(invalid(
+            "isolation.hook_command",
+            h.display(),
+            "must be an absolute path",
+        ));
+    }
     let pids_max = i.pids_max.unwrap_or(defaults.pids_max);
     if pids_max == 0 {
         return Err(invalid("isolation.pids_max", 0, "must be at least 1"));
@@ -230,6 +241,7 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             kill_grace: i
                 .kill_grace_secs
                 .map_or(defaults.kill_grace, Duration::from_secs),
+            hook_command: i.hook_command,
         },
         ports,
         api_token: i.api_token,

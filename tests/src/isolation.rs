@@ -6,8 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::{Arc, Mutex};
+
 use garrison_agent::isolation::{
     TaskError, TaskInfo, TaskResources, TaskSpec, TaskState,
+    hooks::Hook,
     launcher::{Launcher, LauncherConfig},
 };
 
@@ -249,4 +252,116 @@ pub fn killed_task_leaves_nothing_and_bad_requests_change_nothing() {
     );
     assert!(!rig.dir.join("tasks/nope").exists());
     assert!(!rig.dir.join("escape").exists());
+}
+
+/// Records hook calls in a shared journal; refuses tasks named "refused…".
+struct Journal {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hook for Journal {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn pre_launch(&self, task: &TaskInfo) -> Result<(), String> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} pre {}", self.name, task.id));
+        if task.id.contains("refused") {
+            return Err("refused by the test".into());
+        }
+        Ok(())
+    }
+    fn post_exit(&self, task: &TaskInfo) {
+        let state = serde_json::to_string(&task.state).unwrap();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} post {} {state}", self.name, task.id));
+    }
+}
+
+/// Hooks run in order (Rust hooks, then the configured command) before the
+/// command starts and after the task ended; a refusing pre-launch hook
+/// leaves nothing behind.
+pub fn hooks_run_in_order_and_can_refuse() {
+    require_root();
+    let dir = std::env::temp_dir().join(unique("hooks"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("hook.sh");
+    let hook_log = dir.join("hook.log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"command $1 $GARRISON_TASK_ID $GARRISON_TASK_STATE\" >> {}\n",
+            hook_log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hooks: Vec<Arc<dyn Hook>> = vec![
+        Arc::new(Journal {
+            name: "a",
+            log: log.clone(),
+        }),
+        Arc::new(Journal {
+            name: "b",
+            log: log.clone(),
+        }),
+    ];
+    let launcher = Launcher::with_hooks(
+        LauncherConfig {
+            work_dir: dir.join("work"),
+            hook_command: Some(script),
+            ..Default::default()
+        },
+        hooks,
+    )
+    .expect("launcher");
+    let spec = |id: &str| TaskSpec {
+        id: id.into(),
+        cmd: "true".into(),
+        resources: TaskResources {
+            cpus: 0.1,
+            mem: 16.0,
+            disk: 0.0,
+        },
+    };
+    let id = unique("t1");
+    launcher.launch(spec(&id)).unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(&hook_log).map_or(0, |t| t.lines().count()) < 2
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("a pre {id}"),
+            format!("b pre {id}"),
+            format!("a post {id} \"TASK_FINISHED\""),
+            format!("b post {id} \"TASK_FINISHED\""),
+        ]
+    );
+    let text = std::fs::read_to_string(&hook_log).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            format!("command pre-launch {id} TASK_STAGING"),
+            format!("command post-exit {id} TASK_FINISHED"),
+        ]
+    );
+    let refused = unique("refused");
+    match launcher.launch(spec(&refused)) {
+        Err(TaskError::Hook { hook, .. }) => assert_eq!(hook, "a"),
+        other => panic!("{other:?}"),
+    }
+    assert!(launcher.get(&refused).is_none());
+    assert!(!dir.join("work/tasks").join(&refused).exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

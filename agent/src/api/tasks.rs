@@ -106,6 +106,7 @@ fn task_error(e: TaskError) -> Response {
         TaskError::Exists(_) => (StatusCode::CONFLICT, "task_exists"),
         TaskError::NotFound(_) => (StatusCode::NOT_FOUND, "no_task"),
         TaskError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "isolation_unavailable"),
+        TaskError::Hook { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hook_refused"),
         TaskError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "launch_failed"),
     };
     if status.is_server_error() {

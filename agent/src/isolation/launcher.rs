@@ -17,6 +17,7 @@ use std::{
 use super::{
     TaskError, TaskInfo, TaskSpec, TaskState,
     cgroups::{Layout, TaskCgroups},
+    hooks::{CommandHook, Hook},
     isolators::{CpuIsolator, Isolator, MemoryIsolator, PidsIsolator},
     stats::TaskStatistics,
 };
@@ -36,6 +37,8 @@ pub struct LauncherConfig {
     pub pids_max: u64,
     /// SIGTERM → SIGKILL delay of a kill.
     pub kill_grace: Duration,
+    /// An external hook command (run after the Rust hooks).
+    pub hook_command: Option<PathBuf>,
 }
 
 impl Default for LauncherConfig {
@@ -46,6 +49,7 @@ impl Default for LauncherConfig {
             cpu_hard_limit: true,
             pids_max: 4096,
             kill_grace: Duration::from_secs(3),
+            hook_command: None,
         }
     }
 }
@@ -86,6 +90,7 @@ struct Inner {
     config: LauncherConfig,
     layout: Layout,
     isolators: Vec<Box<dyn Isolator>>,
+    hooks: Vec<Arc<dyn Hook>>,
     tasks: Mutex<BTreeMap<String, Task>>,
 }
 
@@ -104,6 +109,21 @@ impl Launcher {
     /// Detects the cgroup layout; every configured isolator's controller must
     /// be available.
     pub fn new(config: LauncherConfig) -> Result<Launcher, TaskError> {
+        Self::with_hooks(config, Vec::new())
+    }
+
+    /// Like [`Launcher::new`] with Rust hooks (run in order, before the
+    /// configured hook command).
+    pub fn with_hooks(
+        config: LauncherConfig,
+        mut hooks: Vec<Arc<dyn Hook>>,
+    ) -> Result<Launcher, TaskError> {
+        if let Some(program) = &config.hook_command {
+            hooks.push(Arc::new(CommandHook {
+                program: program.clone(),
+                timeout: Duration::from_secs(10),
+            }));
+        }
         let isolators = isolators(&config).map_err(TaskError::Unavailable)?;
         let layout = Layout::detect().map_err(io_err("reading /proc/self/mountinfo"))?;
         for i in &isolators {
@@ -123,6 +143,7 @@ impl Launcher {
                 config,
                 layout,
                 isolators,
+                hooks,
                 tasks: Mutex::new(BTreeMap::new()),
             }),
         })
@@ -186,6 +207,16 @@ impl Launcher {
         if let Err(e) = prepared {
             cg.destroy();
             return Err(e);
+        }
+        let staging = self.get(&spec.id).expect("inserted by launch");
+        for hook in &self.inner.hooks {
+            if let Err(why) = hook.pre_launch(&staging) {
+                cg.destroy();
+                return Err(TaskError::Hook {
+                    hook: hook.name().to_string(),
+                    why,
+                });
+            }
         }
         let child = match spawn(spec, sandbox, &cg) {
             Ok(c) => c,
@@ -254,6 +285,11 @@ impl Launcher {
         }
         t.cgroups = None;
         tracing::info!(task = id, state = ?t.info.state, reason = ?t.info.reason, secs = t.started.elapsed().as_secs_f64(), "task ended");
+        let ended = t.info.clone();
+        drop(tasks);
+        for hook in &self.inner.hooks {
+            hook.post_exit(&ended);
+        }
     }
 
     /// Kills a task: SIGTERM to every process, SIGKILL after the grace period.

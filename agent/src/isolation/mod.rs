@@ -4,6 +4,7 @@
 //!   a task's cgroup directories.
 //! - [`isolators`]: the [`isolators::Isolator`] trait and the cpu, memory and
 //!   pids isolators.
+//! - [`hooks`]: pre-launch and post-exit hooks (a Rust trait and an external command).
 //! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
 //!   sandbox and cgroups, tracks its state, kills it with a grace period.
 //! - [`stats`]: per-task statistics in the Mesos `/monitor/statistics` shape.
@@ -11,6 +12,7 @@
 //!
 //! Validation of task requests ([`TaskSpec::validate`]) is pure.
 pub mod cgroups;
+pub mod hooks;
 pub mod isolators;
 pub mod launcher;
 pub mod node;
@@ -93,6 +95,8 @@ pub enum TaskError {
     CommandNotFound(String),
     #[error("isolation is not available: {0}")]
     Unavailable(String),
+    #[error("pre-launch hook {hook} refused the task: {why}")]
+    Hook { hook: String, why: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
