@@ -32,7 +32,9 @@
 //! [isolation]                      # tasks (POST /v1/tasks), /monitor/statistics, /state
 //! enabled = true
 //! work_dir = "/var/lib/garrison"   # sandboxes in <work_dir>/tasks/<id>
-//! isolators = ["cpu", "memory", "pids"]
+//! isolators = ["cpu", "memory", "pids", "disk/du"]
+//! disk_watch_ms = 15000            # disk/du: how often sandboxes are measured
+//! disk_enforce = true              # disk/du: kill a task over its disk resource
 //! cpu_hard_limit = true            # cpu.max / cfs_quota as well as shares
 //! pids_max = 4096
 //! kill_grace_secs = 3
@@ -83,6 +85,8 @@ pub struct RawIsolation {
     pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
     pub hook_command: Option<PathBuf>,
+    pub disk_watch_ms: Option<u64>,
+    pub disk_enforce: Option<bool>,
 }
 
 /// The validated `[isolation]` table.
@@ -242,6 +246,8 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
                 .kill_grace_secs
                 .map_or(defaults.kill_grace, Duration::from_secs),
             hook_command: i.hook_command,
+            disk_watch_interval: Duration::from_millis(i.disk_watch_ms.unwrap_or(15_000).max(100)),
+            disk_enforce: i.disk_enforce.unwrap_or(true),
         },
         ports,
         api_token: i.api_token,

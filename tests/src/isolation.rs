@@ -365,3 +365,46 @@ pub fn hooks_run_in_order_and_can_refuse() {
     assert!(!dir.join("work/tasks").join(&refused).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// disk/du: a task writing past its disk resource is killed with Mesos'
+/// message; its usage shows in the statistics before that.
+pub fn task_over_disk_quota_is_killed_by_the_du_watcher() {
+    require_root();
+    let dir = std::env::temp_dir().join(unique("du"));
+    let launcher = Launcher::new(LauncherConfig {
+        work_dir: dir.clone(),
+        disk_watch_interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .expect("launcher");
+    let id = unique("writer");
+    // A 64 KiB line, appended until the watcher acts (bounded: 64 MiB).
+    let cmd = "x=aaaaaaaaaaaaaaaa; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do x=$x$x; done; \
+               i=0; while [ $i -lt 1024 ]; do echo $x >> data; i=$((i+1)); done; sleep 30";
+    launcher
+        .launch(TaskSpec {
+            id: id.clone(),
+            cmd: cmd.into(),
+            resources: TaskResources {
+                cpus: 0.5,
+                mem: 64.0,
+                disk: 2.0,
+            },
+        })
+        .unwrap();
+    let start = Instant::now();
+    let info = loop {
+        let info = launcher.get(&id).unwrap();
+        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(30) {
+            break info;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(info.state, TaskState::Failed, "{info:?}");
+    let reason = info.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("Disk usage (") && reason.ends_with(") exceeds quota (2MB)"),
+        "{reason}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,8 +22,10 @@ use super::{
     stats::TaskStatistics,
 };
 
-/// The isolator names the configuration accepts.
-pub const ISOLATORS: [&str; 3] = ["cpu", "memory", "pids"];
+/// The isolator names the configuration accepts (`disk/du`: a watcher
+/// measuring each sandbox every `disk_watch_interval`, killing a task over
+/// its disk resource when `disk_enforce`).
+pub const ISOLATORS: [&str; 4] = ["cpu", "memory", "pids", "disk/du"];
 
 /// Launcher settings.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ pub struct LauncherConfig {
     pub kill_grace: Duration,
     /// An external hook command (run after the Rust hooks).
     pub hook_command: Option<PathBuf>,
+    /// disk/du: how often sandboxes are measured (Mesos: 15 s).
+    pub disk_watch_interval: Duration,
+    /// disk/du: kill a task whose sandbox exceeds its disk resource.
+    pub disk_enforce: bool,
 }
 
 impl Default for LauncherConfig {
@@ -50,6 +56,8 @@ impl Default for LauncherConfig {
             pids_max: 4096,
             kill_grace: Duration::from_secs(3),
             hook_command: None,
+            disk_watch_interval: Duration::from_secs(15),
+            disk_enforce: true,
         }
     }
 }
@@ -59,8 +67,8 @@ pub fn isolators(config: &LauncherConfig) -> Result<Vec<Box<dyn Isolator>>, Stri
     config
         .isolators
         .iter()
-        .map(|n| -> Result<Box<dyn Isolator>, String> {
-            Ok(match n.as_str() {
+        .filter_map(|n| -> Option<Result<Box<dyn Isolator>, String>> {
+            let i: Box<dyn Isolator> = match n.as_str() {
                 "cpu" => Box::new(CpuIsolator {
                     hard_limit: config.cpu_hard_limit,
                 }),
@@ -68,13 +76,16 @@ pub fn isolators(config: &LauncherConfig) -> Result<Vec<Box<dyn Isolator>>, Stri
                 "pids" => Box::new(PidsIsolator {
                     max: config.pids_max,
                 }),
+                // Not a cgroup isolator: the launcher's sandbox watcher.
+                "disk/du" => return None,
                 other => {
-                    return Err(format!(
+                    return Some(Err(format!(
                         "unknown isolator {other:?} (known: {})",
                         ISOLATORS.join(", ")
-                    ));
+                    )));
                 }
-            })
+            };
+            Some(Ok(i))
         })
         .collect()
 }
@@ -83,6 +94,9 @@ struct Task {
     info: TaskInfo,
     cgroups: Option<TaskCgroups>,
     kill_requested: bool,
+    /// Set by the disk watcher when it killed the task.
+    limitation: Option<String>,
+    disk_used: u64,
     started: Instant,
 }
 
@@ -181,6 +195,8 @@ impl Launcher {
                     },
                     cgroups: None,
                     kill_requested: false,
+                    limitation: None,
+                    disk_used: 0,
                     started: Instant::now(),
                 },
             );
@@ -238,7 +254,49 @@ impl Launcher {
             .name(format!("task-{id}"))
             .spawn(move || me.wait_for(&id, child))
             .map_err(io_err("starting the task's waiter thread"))?;
+        if self.inner.config.isolators.iter().any(|i| i == "disk/du") {
+            let me = self.clone();
+            let (id, sandbox) = (spec.id.clone(), sandbox.to_path_buf());
+            let limit = (spec.resources.disk * 1024.0 * 1024.0) as u64;
+            std::thread::Builder::new()
+                .name(format!("du-{id}"))
+                .spawn(move || me.watch_disk(&id, &sandbox, limit))
+                .map_err(io_err("starting the task's disk watcher"))?;
+        }
         Ok(info)
+    }
+
+    /// disk/du: measures the sandbox every interval until the task ends;
+    /// over the quota (and enforcing), kills it with Mesos' message.
+    fn watch_disk(&self, id: &str, sandbox: &Path, limit: u64) {
+        let interval = self.inner.config.disk_watch_interval;
+        loop {
+            let deadline = Instant::now() + interval;
+            while Instant::now() < deadline {
+                if self.get(id).is_none_or(|t| t.state.is_terminal()) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50).min(interval));
+            }
+            let used = super::disk::usage_bytes(sandbox);
+            let verdict = super::disk::over_quota(used, limit);
+            let cg = {
+                let mut tasks = self.inner.tasks.lock().expect("tasks");
+                let Some(t) = tasks.get_mut(id) else { return };
+                t.disk_used = used;
+                match (&verdict, self.inner.config.disk_enforce) {
+                    (Some(why), true) if t.limitation.is_none() => {
+                        t.limitation = Some(why.clone());
+                        t.cgroups.clone()
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(cg) = cg {
+                tracing::warn!(task = id, reason = ?verdict, "killing the task");
+                cg.signal_all(libc::SIGKILL);
+            }
+        }
     }
 
     /// Waits for the task's shell, decides its final state, cleans up.
@@ -265,7 +323,7 @@ impl Launcher {
         t.info.exit_status = code.or(signal.map(|s| 128 + s));
         (t.info.state, t.info.reason) = if t.kill_requested {
             (TaskState::Killed, Some("killed on request".into()))
-        } else if let Some(why) = limitation {
+        } else if let Some(why) = t.limitation.clone().or(limitation) {
             (TaskState::Failed, Some(why))
         } else if code == Some(0) {
             (TaskState::Finished, None)
@@ -340,24 +398,25 @@ impl Launcher {
 
     /// Statistics of every running task, read from its cgroups.
     pub fn statistics(&self) -> Vec<(TaskInfo, TaskStatistics)> {
-        let running: Vec<(TaskInfo, TaskCgroups)> = self
+        let running: Vec<(TaskInfo, TaskCgroups, u64)> = self
             .inner
             .tasks
             .lock()
             .expect("tasks")
             .values()
-            .filter_map(|t| Some((t.info.clone(), t.cgroups.clone()?)))
+            .filter_map(|t| Some((t.info.clone(), t.cgroups.clone()?, t.disk_used)))
             .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         running
             .into_iter()
-            .map(|(info, cg)| {
+            .map(|(info, cg, disk_used)| {
                 let mut s = TaskStatistics {
                     timestamp: now,
                     cpus_limit: info.resources.cpus,
                     disk_limit_bytes: (info.resources.disk * 1024.0 * 1024.0) as u64,
+                    disk_used_bytes: disk_used,
                     ..Default::default()
                 };
                 for i in &self.inner.isolators {

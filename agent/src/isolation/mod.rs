@@ -4,6 +4,7 @@
 //!   a task's cgroup directories.
 //! - [`isolators`]: the [`isolators::Isolator`] trait and the cpu, memory and
 //!   pids isolators.
+//! - [`disk`]: the `disk/du` isolator's measurement and quota verdict.
 //! - [`hooks`]: pre-launch and post-exit hooks (a Rust trait and an external command).
 //! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
 //!   sandbox and cgroups, tracks its state, kills it with a grace period.
@@ -12,6 +13,7 @@
 //!
 //! Validation of task requests ([`TaskSpec::validate`]) is pure.
 pub mod cgroups;
+pub mod disk;
 pub mod hooks;
 pub mod isolators;
 pub mod launcher;
