@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "/sys/fs/bpf/garrison")]
         bpffs: PathBuf,
     },
+    /// (benchmark) launch and kill COUNT `sleep` tasks with the given
+    /// isolators through the launcher; prints one line of latencies.
+    #[command(hide = true)]
+    BenchTasks {
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Comma-separated; empty for none.
+        #[arg(long, default_value = "")]
+        isolators: String,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -170,6 +182,11 @@ fn main() -> Result<()> {
             let config = file.overlay(args.as_raw()).validate()?;
             run_agent(config)
         }
+        Command::BenchTasks {
+            work_dir,
+            isolators,
+            count,
+        } => bench_tasks(work_dir, &isolators, count),
         Command::Cleanup { bpffs } => {
             remove_pins(&bpffs)
                 .with_context(|| format!("removing pins under {}", bpffs.display()))?;
@@ -280,6 +297,64 @@ fn run_agent(config: Config) -> Result<()> {
     } else {
         tracing::info!("stopped; the pinned data plane keeps serving");
     }
+    Ok(())
+}
+
+/// Launch latency (request → RUNNING) and teardown latency (kill → final
+/// state, cgroups removed) of `count` sequential `sleep` tasks.
+fn bench_tasks(work_dir: PathBuf, isolators: &str, count: u32) -> Result<()> {
+    use garrison_agent::isolation::{
+        TaskResources, TaskSpec,
+        launcher::{Launcher, LauncherConfig},
+    };
+    use std::time::{Duration, Instant};
+    let launcher = Launcher::new(LauncherConfig {
+        work_dir: work_dir.clone(),
+        isolators: isolators
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        kill_grace: Duration::from_secs(2),
+        ..Default::default()
+    })?;
+    let (mut launch, mut teardown) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        let id = format!("bench-{}-{i}", std::process::id());
+        let t0 = Instant::now();
+        launcher.launch(TaskSpec {
+            id: id.clone(),
+            cmd: "sleep 30".into(),
+            resources: TaskResources {
+                cpus: 0.1,
+                mem: 32.0,
+                disk: 16.0,
+            },
+        })?;
+        launch.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t1 = Instant::now();
+        launcher.kill(&id)?;
+        while !launcher.get(&id).is_some_and(|t| t.state.is_terminal()) {
+            anyhow::ensure!(
+                t1.elapsed() < Duration::from_secs(10),
+                "task {id} did not end"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        teardown.push(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    println!(
+        "launch_p50_ms={:.3} launch_p99_ms={:.3} teardown_p50_ms={:.3} teardown_p99_ms={:.3}",
+        pct(&mut launch, 0.5),
+        pct(&mut launch, 0.99),
+        pct(&mut teardown, 0.5),
+        pct(&mut teardown, 0.99)
+    );
+    let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())
 }
 

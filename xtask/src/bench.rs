@@ -1,10 +1,11 @@
-//! `cargo xtask bench dataplane|allocator`: benchmarks whose figures go into
+//! `cargo xtask bench dataplane|allocator|isolation`: benchmarks whose figures go into
 //! docs/benchmarks.md (never timed assertions in tests).
 //!
 //! - [`traffic`]: the data-path peer matrix and the VIP scale curve;
 //! - [`load`]: the load generator run in the lab's client namespace;
 //! - [`update`]: the agent's update latency and cold-start scale;
 //! - [`plot`]: the PNG of the peer matrix;
+//! - [`isolation`]: task launch and teardown latency per isolator set;
 //! - [`allocator`]: the Mesos allocator benchmark scenarios.
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
@@ -12,6 +13,7 @@ use clap::{Args, ValueEnum};
 use crate::{cmd, deps, lab};
 
 mod allocator;
+mod isolation;
 mod load;
 mod plot;
 mod traffic;
@@ -24,6 +26,7 @@ use load::median;
 pub enum Suite {
     Dataplane,
     Allocator,
+    Isolation,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,6 +117,16 @@ fn machine() -> String {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Dataplane => dataplane(args),
+        Suite::Isolation => {
+            deps::check_build_prerequisites()?;
+            let table = isolation::run()?;
+            println!("{table}");
+            if !args.no_write {
+                write_section_named("isolation", &table)?;
+                println!("bench: wrote docs/benchmarks.md");
+            }
+            Ok(())
+        }
         Suite::Allocator => {
             let table = allocator::run()?;
             println!("{table}");
