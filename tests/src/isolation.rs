@@ -408,3 +408,160 @@ pub fn task_over_disk_quota_is_killed_by_the_du_watcher() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A loop-mounted ext4 image with project quotas enforced (`-O quota,project`,
+/// `prjquota`), removed on drop.
+struct QuotaFs {
+    dir: PathBuf,
+    loopdev: String,
+    mnt: PathBuf,
+}
+
+impl QuotaFs {
+    /// `Err` when the kernel cannot mount ext4 with project quotas (built
+    /// without quota format support); other failures panic.
+    fn new() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(unique("quota"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let img_s = img.to_str().unwrap();
+        crate::run_cmd(
+            "mkfs.ext4",
+            &["-q", "-F", "-I", "256", "-O", "quota,project", img_s],
+        )
+        .expect("mkfs.ext4 -O quota,project");
+        let loopdev = crate::cmd_output("losetup", &["--find", "--show", img_s])
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(loopdev.starts_with("/dev/loop"), "losetup: {loopdev:?}");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        // SAFETY: mount(2) with valid C strings.
+        let r = unsafe {
+            libc::mount(
+                c(&loopdev).as_ptr(),
+                c(mnt.to_str().unwrap()).as_ptr(),
+                c("ext4").as_ptr(),
+                0,
+                c("prjquota").as_ptr().cast(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        let fs = QuotaFs { dir, loopdev, mnt };
+        if r != 0 {
+            return Err(format!("mount ext4 -o prjquota: {err}"));
+        }
+        Ok(fs)
+    }
+}
+
+impl Drop for QuotaFs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mnt.to_str().unwrap()).unwrap();
+        // SAFETY: umount2(2) with a valid C string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = crate::run_cmd("losetup", &["-d", &self.loopdev]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// disk/quota: on a filesystem with project quotas, writes past the task's
+/// disk resource fail (EDQUOT) while the filesystem has room.
+/// On a kernel without project quota support (this host's), the fallback is
+/// what is checked: `disk/quota` is refused with the reason and `disk` picks
+/// the du watcher (whose kill is its own scenario).
+pub fn task_past_its_project_quota_gets_edquot() {
+    require_root();
+    let fs = match QuotaFs::new() {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("project quotas unavailable on this kernel ({why}): checking the fallback");
+            let dir = std::env::temp_dir().join(unique("noquota"));
+            let config = |isolator: &str| LauncherConfig {
+                work_dir: dir.clone(),
+                isolators: vec!["cpu".into(), isolator.into()],
+                ..Default::default()
+            };
+            match Launcher::new(config("disk/quota")) {
+                Err(TaskError::Unavailable(msg)) => {
+                    assert!(msg.contains("project quotas are not enabled"), "{msg}")
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("disk/quota accepted without project quotas"),
+            }
+            let auto = Launcher::new(config("disk")).expect("launcher with disk");
+            assert_eq!(
+                auto.disk_mode(),
+                garrison_agent::isolation::launcher::DiskMode::Du
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+    };
+    println!("project quotas available: checking EDQUOT");
+    let launcher = Launcher::new(LauncherConfig {
+        work_dir: fs.mnt.join("work"),
+        isolators: ["cpu", "memory", "pids", "disk/quota"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    })
+    .expect("launcher with disk/quota");
+    assert_eq!(
+        launcher.disk_mode(),
+        garrison_agent::isolation::launcher::DiskMode::Quota
+    );
+    let id = unique("filler");
+    let cmd = "x=aaaaaaaaaaaaaaaa; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do x=$x$x; done; \
+               i=0; while [ $i -lt 1024 ]; do echo $x >> data || exit 42; i=$((i+1)); done";
+    launcher
+        .launch(TaskSpec {
+            id: id.clone(),
+            cmd: cmd.into(),
+            resources: TaskResources {
+                cpus: 0.5,
+                mem: 64.0,
+                disk: 2.0,
+            },
+        })
+        .unwrap();
+    let start = Instant::now();
+    let info = loop {
+        let info = launcher.get(&id).unwrap();
+        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(30) {
+            break info;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (info.state, info.exit_status),
+        (TaskState::Failed, Some(42)),
+        "{info:?}"
+    );
+    let sandbox = PathBuf::from(&info.sandbox);
+    let size = std::fs::metadata(sandbox.join("data")).unwrap().len();
+    assert!(
+        (1024 * 1024..=2 * 1024 * 1024).contains(&size),
+        "wrote {size} bytes under a 2 MB quota"
+    );
+    // The write failed with room left on the filesystem: the quota, not
+    // ENOSPC, stopped it (dash reports any failed write as "I/O error").
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap();
+    assert!(!stderr.is_empty(), "the failed write is reported");
+    let c = std::ffi::CString::new(fs.mnt.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs(3) into a zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    assert!(
+        free > 32 << 20,
+        "only {free} bytes free: not a quota failure"
+    );
+}

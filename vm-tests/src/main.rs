@@ -52,6 +52,10 @@ const MODULES: &[&str] = &[
     "ip6t_REJECT",
     "ip6_tables",
     "nf_reject_ipv6",
+    // project quotas on a loop-mounted ext4 image
+    "loop",
+    "quota_v2",
+    "quota_tree",
 ];
 
 fn mount(fstype: &str, dir: &str) {

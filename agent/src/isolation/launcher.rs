@@ -22,10 +22,24 @@ use super::{
     stats::TaskStatistics,
 };
 
-/// The isolator names the configuration accepts (`disk/du`: a watcher
+/// The isolator names the configuration accepts. Disk: `disk/quota`
+/// (project quotas: writes past the disk resource fail with EDQUOT; the
+/// work directory's filesystem must enforce them), `disk/du` (a watcher
 /// measuring each sandbox every `disk_watch_interval`, killing a task over
-/// its disk resource when `disk_enforce`).
-pub const ISOLATORS: [&str; 4] = ["cpu", "memory", "pids", "disk/du"];
+/// its disk resource when `disk_enforce`), or `disk`: quota where the
+/// filesystem supports it, else du.
+pub const ISOLATORS: [&str; 6] = ["cpu", "memory", "pids", "disk", "disk/du", "disk/quota"];
+
+/// How disk is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskMode {
+    None,
+    Du,
+    Quota,
+}
+
+/// First project id given to tasks (ids below are left to the operator).
+pub const FIRST_PROJECT_ID: u32 = 5000;
 
 /// Launcher settings.
 #[derive(Debug, Clone)]
@@ -51,7 +65,10 @@ impl Default for LauncherConfig {
     fn default() -> Self {
         LauncherConfig {
             work_dir: "/var/lib/garrison".into(),
-            isolators: ISOLATORS.iter().map(|s| s.to_string()).collect(),
+            isolators: ["cpu", "memory", "pids", "disk"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             cpu_hard_limit: true,
             pids_max: 4096,
             kill_grace: Duration::from_secs(3),
@@ -76,8 +93,8 @@ pub fn isolators(config: &LauncherConfig) -> Result<Vec<Box<dyn Isolator>>, Stri
                 "pids" => Box::new(PidsIsolator {
                     max: config.pids_max,
                 }),
-                // Not a cgroup isolator: the launcher's sandbox watcher.
-                "disk/du" => return None,
+                // Not cgroup isolators: the launcher's disk modes.
+                "disk" | "disk/du" | "disk/quota" => return None,
                 other => {
                     return Some(Err(format!(
                         "unknown isolator {other:?} (known: {})",
@@ -96,6 +113,8 @@ struct Task {
     kill_requested: bool,
     /// Set by the disk watcher when it killed the task.
     limitation: Option<String>,
+    /// disk/quota: the sandbox's project id.
+    project: Option<u32>,
     disk_used: u64,
     started: Instant,
 }
@@ -104,6 +123,7 @@ struct Inner {
     config: LauncherConfig,
     layout: Layout,
     isolators: Vec<Box<dyn Isolator>>,
+    disk: DiskMode,
     hooks: Vec<Arc<dyn Hook>>,
     tasks: Mutex<BTreeMap<String, Task>>,
 }
@@ -150,13 +170,33 @@ impl Launcher {
                 )));
             }
         }
-        fs::create_dir_all(config.work_dir.join("tasks"))
+        let tasks_dir = config.work_dir.join("tasks");
+        fs::create_dir_all(&tasks_dir)
             .map_err(io_err(format!("creating {}", config.work_dir.display())))?;
+        let wants = |n: &str| config.isolators.iter().any(|i| i == n);
+        let disk = if wants("disk/quota") {
+            super::quota::supported(&tasks_dir)
+                .map_err(|e| TaskError::Unavailable(format!("isolator disk/quota: {e}")))?;
+            DiskMode::Quota
+        } else if wants("disk") {
+            match super::quota::supported(&tasks_dir) {
+                Ok(()) => DiskMode::Quota,
+                Err(e) => {
+                    tracing::info!(reason = %e, "disk isolation: project quotas unavailable, using the du watcher");
+                    DiskMode::Du
+                }
+            }
+        } else if wants("disk/du") {
+            DiskMode::Du
+        } else {
+            DiskMode::None
+        };
         Ok(Launcher {
             inner: Arc::new(Inner {
                 config,
                 layout,
                 isolators,
+                disk,
                 hooks,
                 tasks: Mutex::new(BTreeMap::new()),
             }),
@@ -165,6 +205,21 @@ impl Launcher {
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    /// How this launcher isolates disk.
+    pub fn disk_mode(&self) -> DiskMode {
+        self.inner.disk
+    }
+
+    /// disk/quota: a project id no running task uses.
+    fn free_project(&self) -> u32 {
+        let tasks = self.inner.tasks.lock().expect("tasks");
+        let used: std::collections::HashSet<u32> =
+            tasks.values().filter_map(|t| t.project).collect();
+        (FIRST_PROJECT_ID..)
+            .find(|id| !used.contains(id))
+            .expect("a free id")
     }
 
     /// Starts `spec`; returns once it is RUNNING (or refused: nothing changed).
@@ -196,6 +251,7 @@ impl Launcher {
                     cgroups: None,
                     kill_requested: false,
                     limitation: None,
+                    project: None,
                     disk_used: 0,
                     started: Instant::now(),
                 },
@@ -214,6 +270,19 @@ impl Launcher {
 
     fn start(&self, spec: &TaskSpec, sandbox: &Path) -> Result<TaskInfo, TaskError> {
         fs::create_dir_all(sandbox).map_err(io_err(format!("creating {}", sandbox.display())))?;
+        if self.inner.disk == DiskMode::Quota {
+            let id = self.free_project();
+            let bytes = (spec.resources.disk * 1024.0 * 1024.0) as u64;
+            super::quota::set_project(sandbox, id)
+                .and_then(|()| super::quota::set_limit(sandbox, id, bytes))
+                .map_err(io_err(format!(
+                    "project quota {id} on {}",
+                    sandbox.display()
+                )))?;
+            if let Some(t) = self.inner.tasks.lock().expect("tasks").get_mut(&spec.id) {
+                t.project = Some(id);
+            }
+        }
         let cg = TaskCgroups::create(&self.inner.layout, &spec.id)
             .map_err(io_err(format!("creating the cgroups of {}", spec.id)))?;
         let prepared = self.inner.isolators.iter().try_for_each(|i| {
@@ -254,7 +323,7 @@ impl Launcher {
             .name(format!("task-{id}"))
             .spawn(move || me.wait_for(&id, child))
             .map_err(io_err("starting the task's waiter thread"))?;
-        if self.inner.config.isolators.iter().any(|i| i == "disk/du") {
+        if self.inner.disk == DiskMode::Du {
             let me = self.clone();
             let (id, sandbox) = (spec.id.clone(), sandbox.to_path_buf());
             let limit = (spec.resources.disk * 1024.0 * 1024.0) as u64;
@@ -342,6 +411,12 @@ impl Launcher {
             tracing::error!(task = id, "task cgroups could not be removed");
         }
         t.cgroups = None;
+        if let Some(project) = t.project.take() {
+            let sandbox = PathBuf::from(&t.info.sandbox);
+            if let Err(e) = super::quota::set_limit(&sandbox, project, 0) {
+                tracing::warn!(task = id, project, error = %e, "clearing the project quota");
+            }
+        }
         tracing::info!(task = id, state = ?t.info.state, reason = ?t.info.reason, secs = t.started.elapsed().as_secs_f64(), "task ended");
         let ended = t.info.clone();
         drop(tasks);
@@ -404,7 +479,15 @@ impl Launcher {
             .lock()
             .expect("tasks")
             .values()
-            .filter_map(|t| Some((t.info.clone(), t.cgroups.clone()?, t.disk_used)))
+            .filter_map(|t| {
+                let disk = match t.project {
+                    Some(p) => {
+                        super::quota::used(Path::new(&t.info.sandbox), p).unwrap_or(t.disk_used)
+                    }
+                    None => t.disk_used,
+                };
+                Some((t.info.clone(), t.cgroups.clone()?, disk))
+            })
             .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -454,10 +537,17 @@ fn spawn(
         .stdout(stdout)
         .stderr(stderr);
     // SAFETY: between fork and exec only async-signal-safe calls (setsid,
-    // open, write, close) on buffers prepared before the fork.
+    // prctl, open, write, close) on buffers prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
+            // A task must not override its limits: without CAP_SYS_RESOURCE
+            // (dropped from the bounding set, so not regained at exec) quota
+            // and rlimit bypasses are gone even for root tasks.
+            const CAP_SYS_RESOURCE: libc::c_ulong = 24;
+            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             for p in &procs {
                 let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {

@@ -9,6 +9,7 @@
 //! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
 //!   sandbox and cgroups, tracks its state, kills it with a grace period.
 //! - [`stats`]: per-task statistics in the Mesos `/monitor/statistics` shape.
+//! - [`quota`]: project quotas for the `disk/quota` isolator (EDQUOT past the disk resource).
 //! - [`node`]: the node's resources in the Mesos agent `/state` shape.
 //!
 //! Validation of task requests ([`TaskSpec::validate`]) is pure.
@@ -18,6 +19,7 @@ pub mod hooks;
 pub mod isolators;
 pub mod launcher;
 pub mod node;
+pub mod quota;
 pub mod stats;
 
 use std::path::Path;

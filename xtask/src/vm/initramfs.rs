@@ -20,6 +20,8 @@ const MODULE_DIRS: &[&str] = &[
     "kernel/lib",
     "kernel/crypto",
     "kernel/drivers/net/veth.ko",
+    "kernel/drivers/block/loop.ko",
+    "kernel/fs/quota",
 ];
 
 /// Writes a cpio archive in the "newc" format the kernel unpacks.
@@ -197,8 +199,10 @@ pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     for (guest, host) in &tools {
         cpio.file(guest, 0o755, &read(host)?)?;
     }
-    if let Ok(protocols) = fs::read("/etc/protocols") {
-        cpio.file("etc/protocols", 0o644, &protocols)?;
+    for etc in ["protocols", "mke2fs.conf"] {
+        if let Ok(data) = fs::read(Path::new("/etc").join(etc)) {
+            cpio.file(&format!("etc/{etc}"), 0o644, &data)?;
+        }
     }
     add_tree(&mut cpio, &staging.join("lib/modules"), "lib/modules")?;
     cpio.finish()?.flush()?;

@@ -25,6 +25,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("sh", "bin/sh"),
     ("sleep", "bin/sleep"),
     ("tail", "bin/tail"),
+    // The project-quota scenario: an ext4 image on a loop device.
+    ("mkfs.ext4", "usr/sbin/mkfs.ext4"),
+    ("losetup", "usr/sbin/losetup"),
 ];
 
 /// Where Debian's iptables loads its match and target plugins from.
