@@ -565,3 +565,41 @@ pub fn task_past_its_project_quota_gets_edquot() {
         "only {free} bytes free: not a quota failure"
     );
 }
+
+/// pids: a task cannot hold more processes than `pids_max`; forks past it fail.
+pub fn task_forks_stop_at_the_pids_limit() {
+    require_root();
+    let dir = std::env::temp_dir().join(unique("pids"));
+    let launcher = Launcher::new(LauncherConfig {
+        work_dir: dir.clone(),
+        pids_max: 4,
+        kill_grace: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .expect("launcher");
+    let id = unique("forker");
+    launcher
+        .launch(TaskSpec {
+            id: id.clone(),
+            cmd: "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; sleep 5".into(),
+            resources: TaskResources {
+                cpus: 0.2,
+                mem: 32.0,
+                disk: 0.0,
+            },
+        })
+        .unwrap();
+    // dash gives up when a fork is refused: the task fails, saying why.
+    let start = Instant::now();
+    let info = loop {
+        let info = launcher.get(&id).unwrap();
+        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(20) {
+            break info;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(info.state, TaskState::Failed, "{info:?}");
+    let stderr = std::fs::read_to_string(PathBuf::from(&info.sandbox).join("stderr")).unwrap();
+    assert!(stderr.to_lowercase().contains("fork"), "stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,7 +22,8 @@ use garrison_agent::{
 
 pub use crate::isolation::{
     hooks_run_in_order_and_can_refuse, killed_task_leaves_nothing_and_bad_requests_change_nothing,
-    task_busy_loop_gets_half_a_cpu, task_over_disk_quota_is_killed_by_the_du_watcher,
+    task_busy_loop_gets_half_a_cpu, task_forks_stop_at_the_pids_limit,
+    task_over_disk_quota_is_killed_by_the_du_watcher,
     task_over_memory_limit_fails_with_memory_limit, task_past_its_project_quota_gets_edquot,
 };
 pub use crate::nfqueue::{
@@ -61,7 +62,8 @@ macro_rules! with_scenarios {
             task_api_launches_reports_and_kills,
             hooks_run_in_order_and_can_refuse,
             task_over_disk_quota_is_killed_by_the_du_watcher,
-            task_past_its_project_quota_gets_edquot
+            task_past_its_project_quota_gets_edquot,
+            task_forks_stop_at_the_pids_limit
         );
     };
 }
