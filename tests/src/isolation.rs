@@ -16,6 +16,18 @@ use garrison_agent::isolation::{
 
 use crate::{require_root, unique};
 
+/// Waits (at most `secs`) for task `id` to end; returns its last view.
+fn wait_end(launcher: &Launcher, id: &str, secs: u64) -> TaskInfo {
+    let start = Instant::now();
+    loop {
+        let info = launcher.get(id).expect("known task");
+        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(secs) {
+            return info;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 struct Rig {
     launcher: Launcher,
     dir: PathBuf,
@@ -50,14 +62,7 @@ impl Rig {
 
     /// Waits (at most `secs`) for the task to end.
     fn wait_end(&self, id: &str, secs: u64) -> TaskInfo {
-        let start = Instant::now();
-        loop {
-            let info = self.launcher.get(id).expect("known task");
-            if info.state.is_terminal() || start.elapsed() > Duration::from_secs(secs) {
-                return info;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_end(&self.launcher, id, secs)
     }
 
     fn stats(&self, id: &str) -> garrison_agent::isolation::stats::TaskStatistics {
@@ -392,14 +397,7 @@ pub fn task_over_disk_quota_is_killed_by_the_du_watcher() {
             },
         })
         .unwrap();
-    let start = Instant::now();
-    let info = loop {
-        let info = launcher.get(&id).unwrap();
-        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(30) {
-            break info;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let info = wait_end(&launcher, &id, 30);
     assert_eq!(info.state, TaskState::Failed, "{info:?}");
     let reason = info.reason.unwrap_or_default();
     assert!(
@@ -532,14 +530,7 @@ pub fn task_past_its_project_quota_gets_edquot() {
             },
         })
         .unwrap();
-    let start = Instant::now();
-    let info = loop {
-        let info = launcher.get(&id).unwrap();
-        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(30) {
-            break info;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let info = wait_end(&launcher, &id, 30);
     assert_eq!(
         (info.state, info.exit_status),
         (TaskState::Failed, Some(42)),
@@ -590,14 +581,7 @@ pub fn task_forks_stop_at_the_pids_limit() {
         })
         .unwrap();
     // dash gives up when a fork is refused: the task fails, saying why.
-    let start = Instant::now();
-    let info = loop {
-        let info = launcher.get(&id).unwrap();
-        if info.state.is_terminal() || start.elapsed() > Duration::from_secs(20) {
-            break info;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let info = wait_end(&launcher, &id, 20);
     assert_eq!(info.state, TaskState::Failed, "{info:?}");
     let stderr = std::fs::read_to_string(PathBuf::from(&info.sandbox).join("stderr")).unwrap();
     assert!(stderr.to_lowercase().contains("fork"), "stderr: {stderr}");

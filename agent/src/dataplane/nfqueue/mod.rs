@@ -189,6 +189,20 @@ impl NfqueueDataplane {
         Ok(dp)
     }
 
+    /// The book's counters of the backends `keep` selects.
+    fn counters_where(
+        &self,
+        keep: impl Fn(&(VipKey, SocketAddr), &BackendCounters) -> bool,
+    ) -> BTreeMap<(VipKey, SocketAddr), BackendCounters> {
+        self.state
+            .book
+            .lock()
+            .expect("book")
+            .counters()
+            .filter(|(k, c)| keep(k, c))
+            .collect()
+    }
+
     fn rule_config(&self) -> RuleConfig {
         RuleConfig {
             queues: self.config.queues,
@@ -389,28 +403,14 @@ impl Dataplane for NfqueueDataplane {
         &self,
         also: &[(VipKey, SocketAddr)],
     ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, DataplaneError> {
-        Ok(self
-            .state
-            .book
-            .lock()
-            .expect("book")
-            .counters()
-            .filter(|(k, c)| c.failed > 0 || also.contains(k))
-            .collect())
+        Ok(self.counters_where(|k, c| c.failed > 0 || also.contains(k)))
     }
 
     fn counters_for(
         &self,
         keys: &[(VipKey, SocketAddr)],
     ) -> Result<BTreeMap<(VipKey, SocketAddr), BackendCounters>, DataplaneError> {
-        Ok(self
-            .state
-            .book
-            .lock()
-            .expect("book")
-            .counters()
-            .filter(|(k, _)| keys.contains(k))
-            .collect())
+        Ok(self.counters_where(|k, _| keys.contains(k)))
     }
 
     fn events(&self) -> Result<BTreeMap<&'static str, u64>, DataplaneError> {
