@@ -6,6 +6,7 @@
 //! - [`sorter`]: hierarchical DRF sorter and a weighted random sorter.
 //! - [`allocator`]: the two-stage hierarchical DRF allocator with quota,
 //!   reservations, weights, offer filters, suppress/revive and an injectable clock.
+//! - [`dns`]: Mesos-DNS-style names (label rules so far).
 //! - [`simulate`]: `garrison-control simulate FILE`, the what-if tool.
 //!
 //! Allocating the DRF paper's cluster (9 CPUs, 18 GB; A's tasks ⟨1 CPU, 4 GB⟩,
@@ -22,6 +23,7 @@
 //! assert_eq!(result.frameworks["B"].dominant_share, 0.6667);
 //! ```
 pub mod allocator;
+pub mod dns;
 pub mod resources;
 pub mod simulate;
 pub mod sorter;
