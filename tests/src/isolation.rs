@@ -16,6 +16,24 @@ use garrison_agent::isolation::{
 
 use crate::{require_root, unique};
 
+/// A task request.
+fn task(id: &str, cmd: &str, cpus: f64, mem: f64, disk: f64) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        cmd: cmd.into(),
+        resources: TaskResources { cpus, mem, disk },
+    }
+}
+
+/// A shell command appending 64 KiB lines to `data` (64 MiB at most), running
+/// `after_each` after each write (e.g. `|| exit 42`), then `then`.
+fn write_64k_lines(after_each: &str, then: &str) -> String {
+    format!(
+        "x=aaaaaaaaaaaaaaaa; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do x=$x$x; done; \
+         i=0; while [ $i -lt 1024 ]; do echo $x >> data {after_each}; i=$((i+1)); done; {then}"
+    )
+}
+
 /// Waits (at most `secs`) for task `id` to end; returns its last view.
 fn wait_end(launcher: &Launcher, id: &str, secs: u64) -> TaskInfo {
     let start = Instant::now();
@@ -48,15 +66,7 @@ impl Rig {
 
     fn launch(&self, id: &str, cmd: &str, cpus: f64, mem: f64) -> TaskInfo {
         self.launcher
-            .launch(TaskSpec {
-                id: id.into(),
-                cmd: cmd.into(),
-                resources: TaskResources {
-                    cpus,
-                    mem,
-                    disk: 0.0,
-                },
-            })
+            .launch(task(id, cmd, cpus, mem, 0.0))
             .unwrap_or_else(|e| panic!("launching {id}: {e}"))
     }
 
@@ -221,15 +231,7 @@ pub fn killed_task_leaves_nothing_and_bad_requests_change_nothing() {
     );
 
     let before = rig.launcher.list().len();
-    let spec = |id: &str, cmd: &str, cpus: f64| TaskSpec {
-        id: id.into(),
-        cmd: cmd.into(),
-        resources: TaskResources {
-            cpus,
-            mem: 16.0,
-            disk: 0.0,
-        },
-    };
+    let spec = |id: &str, cmd: &str, cpus: f64| task(id, cmd, cpus, 16.0, 0.0);
     assert!(matches!(
         rig.launcher
             .launch(spec("nope", "no-such-command-garrison", 0.1)),
@@ -327,15 +329,7 @@ pub fn hooks_run_in_order_and_can_refuse() {
         hooks,
     )
     .expect("launcher");
-    let spec = |id: &str| TaskSpec {
-        id: id.into(),
-        cmd: "true".into(),
-        resources: TaskResources {
-            cpus: 0.1,
-            mem: 16.0,
-            disk: 0.0,
-        },
-    };
+    let spec = |id: &str| task(id, "true", 0.1, 16.0, 0.0);
     let id = unique("t1");
     launcher.launch(spec(&id)).unwrap();
     let start = Instant::now();
@@ -383,19 +377,9 @@ pub fn task_over_disk_quota_is_killed_by_the_du_watcher() {
     })
     .expect("launcher");
     let id = unique("writer");
-    // A 64 KiB line, appended until the watcher acts (bounded: 64 MiB).
-    let cmd = "x=aaaaaaaaaaaaaaaa; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do x=$x$x; done; \
-               i=0; while [ $i -lt 1024 ]; do echo $x >> data; i=$((i+1)); done; sleep 30";
+    // Appending until the watcher acts.
     launcher
-        .launch(TaskSpec {
-            id: id.clone(),
-            cmd: cmd.into(),
-            resources: TaskResources {
-                cpus: 0.5,
-                mem: 64.0,
-                disk: 2.0,
-            },
-        })
+        .launch(task(&id, &write_64k_lines("", "sleep 30"), 0.5, 64.0, 2.0))
         .unwrap();
     let info = wait_end(&launcher, &id, 30);
     assert_eq!(info.state, TaskState::Failed, "{info:?}");
@@ -517,18 +501,14 @@ pub fn task_past_its_project_quota_gets_edquot() {
         garrison_agent::isolation::launcher::DiskMode::Quota
     );
     let id = unique("filler");
-    let cmd = "x=aaaaaaaaaaaaaaaa; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do x=$x$x; done; \
-               i=0; while [ $i -lt 1024 ]; do echo $x >> data || exit 42; i=$((i+1)); done";
     launcher
-        .launch(TaskSpec {
-            id: id.clone(),
-            cmd: cmd.into(),
-            resources: TaskResources {
-                cpus: 0.5,
-                mem: 64.0,
-                disk: 2.0,
-            },
-        })
+        .launch(task(
+            &id,
+            &write_64k_lines("|| exit 42", ""),
+            0.5,
+            64.0,
+            2.0,
+        ))
         .unwrap();
     let info = wait_end(&launcher, &id, 30);
     assert_eq!(
@@ -570,15 +550,13 @@ pub fn task_forks_stop_at_the_pids_limit() {
     .expect("launcher");
     let id = unique("forker");
     launcher
-        .launch(TaskSpec {
-            id: id.clone(),
-            cmd: "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; sleep 5".into(),
-            resources: TaskResources {
-                cpus: 0.2,
-                mem: 32.0,
-                disk: 0.0,
-            },
-        })
+        .launch(task(
+            &id,
+            "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; sleep 5",
+            0.2,
+            32.0,
+            0.0,
+        ))
         .unwrap();
     // dash gives up when a fork is refused: the task fails, saying why.
     let info = wait_end(&launcher, &id, 20);

@@ -55,7 +55,7 @@ pub fn render(snap: &Snapshot, m: &AgentMetrics) -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP garrison_dataplane_events_total Data-path events counted in the kernel.\n# TYPE garrison_dataplane_events_total counter"
+        "# HELP garrison_dataplane_events_total Data-path events (counted in the kernel on the eBPF path, by the agent on the NFQUEUE path).\n# TYPE garrison_dataplane_events_total counter"
     );
     for (name, n) in &snap.events {
         let _ = writeln!(o, "garrison_dataplane_events_total{{event=\"{name}\"}} {n}");

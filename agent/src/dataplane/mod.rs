@@ -26,7 +26,8 @@ pub enum DataplaneError {
 
 use crate::vip::{VipKey, VipTable};
 
-/// Counters of one backend of one VIP (monotonic, from the kernel).
+/// Counters of one backend of one VIP (monotonic; from the kernel's maps on the
+/// eBPF path, from the agent's flow book on the NFQUEUE path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendCounters {
     /// Connections (and unconnected UDP sends) steered to this backend.

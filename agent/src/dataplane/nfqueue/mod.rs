@@ -375,20 +375,29 @@ impl Dataplane for NfqueueDataplane {
         // New choices first, then the sets: a VIP reaches the queue only once
         // a worker can choose for it.
         *self.state.selection.write().expect("selection") = Arc::new(selection);
-        for family in Family::BOTH {
-            let old: Vec<_> = self
-                .in_sets
-                .iter()
-                .filter(|a| Family::of(a) == family)
-                .collect();
-            let new: Vec<SocketAddr> = wanted
-                .iter()
-                .filter(|a| Family::of(a) == family)
+        let of = |set: &BTreeSet<SocketAddr>, family| -> Vec<SocketAddr> {
+            set.iter()
                 .copied()
-                .collect();
-            if old.len() != new.len() || old.iter().zip(&new).any(|(a, b)| *a != b) {
-                rules::rebuild_set(family, &new).map_err(NfqueueError::from)?;
+                .filter(|a| Family::of(a) == family)
+                .collect()
+        };
+        let mut rebuilt = Vec::new();
+        for family in Family::BOTH {
+            let new = of(&wanted, family);
+            if of(&self.in_sets, family) == new {
+                continue;
             }
+            if let Err(e) = rules::rebuild_set(family, &new) {
+                // Keep what was working: the previous choices and sets.
+                *self.state.selection.write().expect("selection") = previous;
+                for done in rebuilt {
+                    if let Err(undo) = rules::rebuild_set(done, &of(&self.in_sets, done)) {
+                        tracing::error!(error = %undo, "restoring the previous VIP set");
+                    }
+                }
+                return Err(NfqueueError::from(e).into());
+            }
+            rebuilt.push(family);
         }
         self.in_sets = wanted;
         self.state.book.lock().expect("book").retain(table);
