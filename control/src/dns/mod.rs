@@ -1,5 +1,10 @@
-//! Mesos-DNS-style names (the start of the control's DNS: issue 9).
+//! Mesos-DNS-style names.
 //!
 //! - [`labels`]: turning task and framework names into DNS labels and domain
 //!   fragments under RFC 1123 (Mesos-DNS's default) or RFC 952 rules.
+//! - [`state`]: the parts of a Mesos master state records come from, and a
+//!   task's IP sources (netinfo, docker, mesos, host).
+//! - [`records`]: the record generator (A, AAAA, SRV) from a master state.
 pub mod labels;
+pub mod records;
+pub mod state;
