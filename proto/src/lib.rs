@@ -1,0 +1,205 @@
+//! What `garrison-control` and `garrison-agent` share: their messages, and the pure rules both apply.
+//!
+//! Messages between `garrison-control` and `garrison-agent`:
+//!
+//! One WebSocket per agent (`GET /v1/agents/stream` on the control), JSON text
+//! frames, each frame one [`AgentMessage`] (agent → control) or
+//! [`ControlMessage`] (control → agent), tagged by `"type"`.
+//!
+//! The flow: the agent connects and sends [`AgentMessage::Register`] with its
+//! resources and every task it still runs (so either side may restart); the
+//! control answers [`ControlMessage::Registered`], kills what it does not
+//! know ([`ControlMessage::Kill`]), sends the current [`ControlMessage::VipTable`]
+//! and from then on launch and kill orders and new tables. The agent sends a
+//! heartbeat every `heartbeat_interval_ms`, a [`AgentMessage::TaskStatus`] on
+//! every task state or health change, and a [`AgentMessage::VipAck`] with the
+//! revision of each table once it is programmed. Every message is idempotent:
+//! replaying a launch of a running task, a kill of a gone task or an old table
+//! changes nothing.
+//!
+//! Addresses are text (`"10.0.0.1"`, `"fd00::1"`); ports are host order numbers.
+//!
+//! Also shared, because both sides must compute them the same way:
+//! [`named`] (named VIP DNS names and addresses) and [`digest`] (the stable hash).
+pub mod digest;
+pub mod named;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Agent → control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    Register(Registration),
+    Heartbeat,
+    TaskStatus(TaskStatus),
+    VipAck { revision: u64 },
+}
+
+/// Who the agent is and what it offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Stable across restarts (from the agent's config or work dir).
+    pub agent_id: String,
+    pub hostname: String,
+    /// The address tasks on this agent are reached at.
+    pub ip: String,
+    pub resources: AgentResources,
+    /// Tasks the agent runs now (any state it still reports).
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// An agent's total resources, as its `/state` reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentResources {
+    pub cpus: f64,
+    /// MB.
+    pub mem: f64,
+    /// MB.
+    pub disk: f64,
+    /// Mesos range text: `"[31000-32000]"`.
+    pub ports: String,
+    /// A static reservation: role and what it holds.
+    #[serde(default)]
+    pub reserved: Option<Reservation>,
+}
+
+/// Resources set aside for one role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub role: String,
+    pub cpus: f64,
+    pub mem: f64,
+    #[serde(default)]
+    pub disk: f64,
+}
+
+/// A task's state on its agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: String,
+    /// Mesos' names: TASK_STAGING, TASK_RUNNING, TASK_KILLING, TASK_FINISHED,
+    /// TASK_FAILED, TASK_KILLED, TASK_LOST.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Result of the task's health checks (`None`: none defined or none run yet).
+    #[serde(default)]
+    pub healthy: Option<bool>,
+}
+
+/// Whether a Mesos task state is final.
+pub fn is_terminal_state(state: &str) -> bool {
+    matches!(
+        state,
+        "TASK_FINISHED"
+            | "TASK_FAILED"
+            | "TASK_KILLED"
+            | "TASK_LOST"
+            | "TASK_ERROR"
+            | "TASK_DROPPED"
+            | "TASK_GONE"
+    )
+}
+
+/// Control → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    Registered { heartbeat_interval_ms: u64 },
+    Launch(LaunchTask),
+    Kill { task_id: String },
+    VipTable(VipTable),
+}
+
+/// Start a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchTask {
+    pub task_id: String,
+    pub app_id: String,
+    pub cmd: String,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    /// Host ports assigned from the agent's range (`PORT0..n`).
+    pub ports: Vec<u16>,
+    /// The whole environment Marathon would set (app env, PORT0.., HOST, …).
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// A health check the agent runs against its task (Marathon's fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// `HTTP`, `TCP` or `COMMAND`.
+    pub protocol: String,
+    /// HTTP path (HTTP only).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The task port checked (HTTP and TCP): an index into `ports`.
+    #[serde(default)]
+    pub port_index: usize,
+    /// Shell command (COMMAND only); exit 0 = healthy.
+    #[serde(default)]
+    pub command: Option<String>,
+    pub grace_period_seconds: f64,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub max_consecutive_failures: u32,
+}
+
+/// The cluster's VIPs at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VipTable {
+    pub revision: u64,
+    pub vips: Vec<Vip>,
+}
+
+/// One VIP: address, port, protocol, its name (if named) and backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vip {
+    pub ip: String,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// DNS name (`web.marathon.l4lb.thisdcos.directory`) for named VIPs.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub backends: Vec<VipBackend>,
+}
+
+/// A backend of a VIP; weight 0 keeps it known but sends it nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VipBackend {
+    pub ip: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let m = AgentMessage::VipAck { revision: 7 };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"vip_ack","revision":7}"#
+        );
+        let back: ControlMessage =
+            serde_json::from_str(r#"{"type":"kill","task_id":"web.1"}"#).unwrap();
+        assert_eq!(
+            back,
+            ControlMessage::Kill {
+                task_id: "web.1".into()
+            }
+        );
+        assert!(serde_json::from_str::<ControlMessage>(r#"{"type":"nope"}"#).is_err());
+        assert!(is_terminal_state("TASK_KILLED") && !is_terminal_state("TASK_RUNNING"));
+    }
+}
