@@ -98,6 +98,8 @@ pub enum AllocatorError {
     QuotaLimitBelowGuarantee { role: String, resource: String },
     #[error("framework {framework:?} is not subscribed to role {role:?}")]
     NotSubscribed { framework: String, role: String },
+    #[error("agent {agent:?} does not have {resources} available")]
+    Overcommitted { agent: String, resources: String },
     #[error(transparent)]
     Resources(#[from] ResourceError),
 }
@@ -661,6 +663,31 @@ impl<C: Clock> Allocator<C> {
     /// Scalars allocated to a role and its descendants.
     pub fn role_allocation(&self, role: &str) -> Scalars {
         self.role_sorter.allocation(role)
+    }
+
+    /// Marks resources already in use by a framework's running tasks as
+    /// allocated (Mesos' `used` when an agent is re-added after a failover):
+    /// they must be available on the agent.
+    pub fn add_used(&mut self, used: &Offer) -> Result<(), AllocatorError> {
+        let f = self.framework(&used.framework)?;
+        let a = self.agent(&used.agent)?;
+        let r = self
+            .role_index
+            .get(&used.role)
+            .copied()
+            .filter(|r| self.frameworks[f].roles.contains(r))
+            .ok_or_else(|| AllocatorError::NotSubscribed {
+                framework: used.framework.clone(),
+                role: used.role.clone(),
+            })?;
+        if !self.agents[a].available().contains(&used.resources) {
+            return Err(AllocatorError::Overcommitted {
+                agent: used.agent.clone(),
+                resources: used.resources.to_string(),
+            });
+        }
+        self.note_allocated(f, r, a, &used.resources);
+        Ok(())
     }
 
     /// An agent's unallocated resources.

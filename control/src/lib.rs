@@ -24,6 +24,7 @@
 //! ```
 pub mod allocator;
 pub mod dns;
+pub mod marathon;
 pub mod resources;
 pub mod simulate;
 pub mod sorter;

@@ -1,0 +1,330 @@
+//! Where new instances go (pure): the DRF allocator's offers, as Marathon
+//! receives them from a Mesos master.
+//!
+//! Each pass builds an [`Allocator`] from the live agents, marks what running
+//! tasks use as allocated, subscribes the framework `marathon` to the roles of
+//! the apps that need instances, and takes offers: an offer in a role goes to
+//! that role's apps (in app id order), each taking one instance if the offer
+//! holds its cpus, mem, disk and port count and its constraints allow; the
+//! rest of the offer is declined without a filter, so the next round's offers
+//! follow the updated DRF shares. Rounds repeat until a
+//! round places nothing. Ports are the lowest free ones of the offer.
+//! Marathon's default role `*` is the allocator role `_default` here (the
+//! allocator's role names exclude `*`).
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::allocator::{Allocator, AllocatorError, Offer};
+use crate::resources::{Bundle, Quantity, RangeSet, Resources};
+
+/// The framework every app's tasks belong to.
+pub const FRAMEWORK: &str = "marathon";
+
+/// An agent as placement sees it.
+#[derive(Debug, Clone)]
+pub struct AgentSlot {
+    pub id: String,
+    pub hostname: String,
+    /// Unreserved totals and the static reservation, as the agent reported.
+    pub total: Resources,
+}
+
+/// Resources a running task holds.
+#[derive(Debug, Clone)]
+pub struct UsedBy {
+    pub agent: String,
+    pub role: String,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub ports: Vec<u16>,
+}
+
+/// An app that needs `count` more instances.
+#[derive(Debug, Clone)]
+pub struct Need {
+    pub app_id: String,
+    pub role: String,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub ports: usize,
+    pub count: usize,
+    /// `hostname:UNIQUE`: agents that already run an instance are excluded.
+    pub unique_hosts: bool,
+    /// `hostname:CLUSTER:h`: only this hostname.
+    pub only_host: Option<String>,
+    /// Agents already running an instance of the app.
+    pub on_agents: BTreeSet<String>,
+}
+
+/// One instance to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub app_id: String,
+    pub agent: String,
+    pub ports: Vec<u16>,
+}
+
+/// The allocator role for an app role.
+pub fn allocator_role(role: &str) -> String {
+    if role == "*" {
+        "_default".to_string()
+    } else {
+        role.to_string()
+    }
+}
+
+fn task_resources(cpus: f64, mem: f64, disk: f64, ports: &[u16]) -> Result<Bundle, AllocatorError> {
+    let mut b = Bundle::default();
+    for (k, v) in [("cpus", cpus), ("mem", mem), ("disk", disk)] {
+        if v > 0.0 {
+            b.scalars.insert(k.to_string(), Quantity::from_f64(k, v)?);
+        }
+    }
+    if !ports.is_empty() {
+        let ranges = ports
+            .iter()
+            .map(|&p| (u64::from(p), u64::from(p)))
+            .collect();
+        b.ranges.insert("ports".into(), RangeSet::new(ranges));
+    }
+    Ok(b)
+}
+
+/// Takes `need`'s resources out of `offer` (unreserved first, then the
+/// offer's reservation for its role), or `None` if they do not fit.
+fn take(offer: &mut Resources, need: &Need) -> Option<Vec<u16>> {
+    let pick_ports = |b: &Bundle| -> Option<Vec<u16>> {
+        let free = b.ranges.get("ports").cloned().unwrap_or_default();
+        if (free.count() as usize) < need.ports {
+            return None;
+        }
+        let taken = free.take(need.ports as u64);
+        Some(
+            taken
+                .ranges()
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .map(|p| p as u16)
+                .collect(),
+        )
+    };
+    // Try the reservation of the offer's role, then unreserved resources.
+    let keys: Vec<Option<String>> = offer
+        .reserved
+        .keys()
+        .cloned()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .collect();
+    for key in keys {
+        let bundle = match &key {
+            Some(role) => offer.reserved.get_mut(role)?,
+            None => &mut offer.unreserved,
+        };
+        let Some(ports) = pick_ports(bundle) else {
+            continue;
+        };
+        let Ok(want) = task_resources(need.cpus, need.mem, need.disk, &ports) else {
+            return None;
+        };
+        if bundle.contains(&want) && bundle.subtract(&want).is_ok() {
+            return Some(ports);
+        }
+    }
+    None
+}
+
+/// Places up to `need.count` instances of each need.
+pub fn place(
+    agents: &[AgentSlot],
+    used: &[UsedBy],
+    needs: &[Need],
+) -> Result<Vec<Placement>, AllocatorError> {
+    let mut out = Vec::new();
+    let needs: Vec<&Need> = needs.iter().filter(|n| n.count > 0).collect();
+    if needs.is_empty() || agents.is_empty() {
+        return Ok(out);
+    }
+    let mut alloc: Allocator = Allocator::new();
+    for a in agents {
+        alloc.add_agent(&a.id, a.total.clone())?;
+    }
+    let mut roles: BTreeSet<String> = needs.iter().map(|n| allocator_role(&n.role)).collect();
+    roles.extend(used.iter().map(|u| allocator_role(&u.role)));
+    let role_refs: Vec<&str> = roles.iter().map(String::as_str).collect();
+    alloc.add_framework(FRAMEWORK, &role_refs)?;
+    for u in used {
+        if !agents.iter().any(|a| a.id == u.agent) {
+            continue;
+        }
+        let offer = Offer {
+            framework: FRAMEWORK.into(),
+            role: allocator_role(&u.role),
+            agent: u.agent.clone(),
+            resources: Resources {
+                unreserved: task_resources(u.cpus, u.mem, u.disk, &u.ports)?,
+                reserved: BTreeMap::new(),
+            },
+        };
+        // A task the agent reported beyond its totals (totals shrank) is
+        // still running; place around it as best we can.
+        if let Err(e) = alloc.add_used(&offer) {
+            tracing::warn!(error = %e, "running task does not fit its agent's reported resources");
+        }
+    }
+    let hostnames: BTreeMap<&str, &str> = agents
+        .iter()
+        .map(|a| (a.id.as_str(), a.hostname.as_str()))
+        .collect();
+    let mut remaining: Vec<usize> = needs.iter().map(|n| n.count).collect();
+    let mut on_agents: Vec<BTreeSet<String>> = needs.iter().map(|n| n.on_agents.clone()).collect();
+    let max_rounds = remaining.iter().sum::<usize>() + 1;
+    for _ in 0..max_rounds {
+        let offers = alloc.allocate();
+        if offers.is_empty() {
+            break;
+        }
+        let mut placed_any = false;
+        for offer in offers {
+            let mut left = offer.resources.clone();
+            for (i, need) in needs.iter().enumerate() {
+                if allocator_role(&need.role) != offer.role {
+                    continue;
+                }
+                let host = hostnames.get(offer.agent.as_str()).copied().unwrap_or("");
+                if need.only_host.as_deref().is_some_and(|h| h != host) {
+                    continue;
+                }
+                // One instance per offer per round: the next round's offers
+                // follow the updated DRF shares.
+                if remaining[i] > 0 && !(need.unique_hosts && on_agents[i].contains(&offer.agent)) {
+                    let Some(ports) = take(&mut left, need) else {
+                        continue;
+                    };
+                    remaining[i] -= 1;
+                    on_agents[i].insert(offer.agent.clone());
+                    placed_any = true;
+                    out.push(Placement {
+                        app_id: need.app_id.clone(),
+                        agent: offer.agent.clone(),
+                        ports,
+                    });
+                }
+            }
+            // Decline what is left, no filter: it is offered again next round.
+            let declined = Offer {
+                resources: left,
+                ..offer
+            };
+            alloc.recover(&declined, None)?;
+        }
+        if !placed_any || remaining.iter().all(|&r| r == 0) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, cpus: f64, mem: f64) -> AgentSlot {
+        AgentSlot {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            total: Resources::parse(&format!(
+                "cpus:{cpus};mem:{mem};disk:1000;ports:[31000-31009]"
+            ))
+            .unwrap(),
+        }
+    }
+
+    fn need(app: &str, role: &str, cpus: f64, mem: f64, count: usize) -> Need {
+        Need {
+            app_id: app.into(),
+            role: role.into(),
+            cpus,
+            mem,
+            disk: 0.0,
+            ports: 1,
+            count,
+            unique_hosts: false,
+            only_host: None,
+            on_agents: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn fills_agents_and_assigns_distinct_ports() {
+        let agents = [agent("a1", 2.0, 1024.0), agent("a2", 2.0, 1024.0)];
+        let placed = place(&agents, &[], &[need("/web", "*", 1.0, 128.0, 3)]).unwrap();
+        assert_eq!(placed.len(), 3);
+        let mut seen = BTreeSet::new();
+        for p in &placed {
+            assert_eq!(p.ports.len(), 1);
+            assert!((31000..=31009).contains(&p.ports[0]));
+            assert!(
+                seen.insert((p.agent.clone(), p.ports[0])),
+                "port reused: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unique_hostnames_and_capacity_limit_placements() {
+        let agents = [agent("a1", 8.0, 8192.0), agent("a2", 8.0, 8192.0)];
+        let mut n = need("/db", "*", 1.0, 128.0, 3);
+        n.unique_hosts = true;
+        let placed = place(&agents, &[], &[n.clone()]).unwrap();
+        assert_eq!(placed.len(), 2, "only two hosts: {placed:?}");
+        n.on_agents.insert("a1".into());
+        let placed = place(&agents, &[], &[n]).unwrap();
+        assert_eq!(
+            placed.iter().map(|p| p.agent.as_str()).collect::<Vec<_>>(),
+            vec!["a2"]
+        );
+        // Not enough CPU anywhere: nothing placed.
+        let placed = place(&agents, &[], &[need("/big", "*", 9.0, 128.0, 1)]).unwrap();
+        assert!(placed.is_empty());
+    }
+
+    #[test]
+    fn used_resources_and_ports_are_respected() {
+        let agents = [agent("a1", 2.0, 1024.0)];
+        let used = [UsedBy {
+            agent: "a1".into(),
+            role: "*".into(),
+            cpus: 1.5,
+            mem: 128.0,
+            disk: 0.0,
+            ports: vec![31000],
+        }];
+        let placed = place(&agents, &used, &[need("/web", "*", 0.5, 128.0, 5)]).unwrap();
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].ports, vec![31001]);
+    }
+
+    #[test]
+    fn drf_between_roles() {
+        // The DRF paper's cluster: 9 CPUs, 18 GB; A ⟨1 CPU, 4 GB⟩, B ⟨3 CPUs, 1 GB⟩.
+        let agents = [AgentSlot {
+            id: "a1".into(),
+            hostname: "h".into(),
+            total: Resources::parse("cpus:9;mem:18432;ports:[31000-31099]").unwrap(),
+        }];
+        let placed = place(
+            &agents,
+            &[],
+            &[
+                need("/a", "a", 1.0, 4096.0, 10),
+                need("/b", "b", 3.0, 1024.0, 10),
+            ],
+        )
+        .unwrap();
+        let count = |app: &str| placed.iter().filter(|p| p.app_id == app).count();
+        // A runs 3, B runs 2: both at a dominant share of 2/3.
+        assert_eq!((count("/a"), count("/b")), (3, 2), "{placed:?}");
+    }
+}
