@@ -1,6 +1,8 @@
 //! Marathon's bookkeeping, done by the control.
 //!
 //! - [`app`]: app definitions (the supported subset), defaults, validation.
+//! - [`env`]: the environment a task gets (`PORT0`, `HOST`, `MARATHON_APP_ID`, …).
 //! - [`placement`]: where new instances go, from the DRF allocator's offers.
 pub mod app;
+pub mod env;
 pub mod placement;

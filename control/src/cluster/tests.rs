@@ -1,0 +1,276 @@
+//! The cluster's decisions, driven as the server drives them.
+use garrison_proto::{AgentResources, ControlMessage, Registration, TaskStatus};
+
+use super::*;
+use crate::dns::records::GeneratorConfig;
+use crate::marathon::app::parse_app;
+
+fn registration(i: usize, tasks: Vec<TaskStatus>) -> Registration {
+    Registration {
+        agent_id: format!("agent{i}"),
+        hostname: format!("node{i}"),
+        ip: format!("10.0.0.{i}"),
+        resources: AgentResources {
+            cpus: 2.0,
+            mem: 1024.0,
+            disk: 1000.0,
+            ports: "[31000-31009]".into(),
+            reserved: None,
+        },
+        tasks,
+    }
+}
+
+fn cluster_with_agents(n: usize) -> Cluster {
+    let mut c = Cluster::restore(
+        ClusterConfig::default(),
+        vec![],
+        vec![],
+        Meta::default(),
+        7,
+        0,
+    );
+    for i in 1..=n {
+        c.agent_registered(registration(i, vec![]), 0);
+    }
+    c.drain();
+    c
+}
+
+fn launches(out: &[Outgoing]) -> Vec<(String, garrison_proto::LaunchTask)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outgoing::ToAgent(a, ControlMessage::Launch(l)) => Some((a.clone(), l.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kills(out: &[Outgoing]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outgoing::ToAgent(_, ControlMessage::Kill { task_id }) => Some(task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status(id: &str, state: &str, healthy: Option<bool>) -> TaskStatus {
+    TaskStatus {
+        task_id: id.into(),
+        state: state.into(),
+        reason: None,
+        healthy,
+    }
+}
+
+const WEB: &str = r#"{"id":"/web","cmd":"serve","instances":3,"cpus":0.5,"mem":64,
+  "constraints":[["hostname","UNIQUE"]],
+  "portDefinitions":[{"port":0,"labels":{"VIP_0":"/web:80"}}],
+  "healthChecks":[{"protocol":"HTTP","gracePeriodSeconds":5,"intervalSeconds":1}]}"#;
+
+/// Creates /web and brings its 3 tasks to running and healthy.
+fn running_web(c: &mut Cluster) -> Vec<(String, garrison_proto::LaunchTask)> {
+    c.create_app(parse_app(WEB.as_bytes(), None).unwrap(), 1)
+        .unwrap();
+    c.tick(1);
+    let out = c.drain();
+    let l = launches(&out);
+    for (agent, t) in &l {
+        c.task_status(agent, &status(&t.task_id, "TASK_RUNNING", Some(true)), 2);
+    }
+    c.tick(2);
+    l
+}
+
+#[test]
+fn an_app_is_placed_uniquely_with_env_and_becomes_a_vip() {
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    assert_eq!(l.len(), 3);
+    let agents: std::collections::BTreeSet<&str> = l.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(agents.len(), 3, "hostname:UNIQUE");
+    let t = &l[0].1;
+    assert_eq!(t.env["PORT0"], t.ports[0].to_string());
+    assert_eq!(t.env["MARATHON_APP_ID"], "/web");
+    assert!(t.task_id.starts_with("web."));
+    assert_eq!(t.health_checks[0].path.as_deref(), Some("/"));
+
+    let out = c.drain();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Outgoing::Event(e) if e["eventType"] == "deployment_success"))
+    );
+    let tables: Vec<&garrison_proto::VipTable> = out
+        .iter()
+        .filter_map(|o| match o {
+            Outgoing::ToAgent(_, ControlMessage::VipTable(t)) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tables.len(), 3, "one table per agent");
+    let vip = &tables[0].vips[0];
+    assert_eq!(
+        vip.name.as_deref(),
+        Some("web.marathon.l4lb.thisdcos.directory")
+    );
+    assert!(vip.ip.starts_with("11."));
+    assert_eq!(vip.port, 80);
+    assert_eq!(vip.backends.iter().map(|b| b.weight).sum::<u32>(), 3);
+
+    // The name is answered only after every live agent acknowledged it.
+    let control: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let generator = GeneratorConfig::default();
+    let name = "web.marathon.l4lb.thisdcos.directory.";
+    assert!(!c.records(control, &generator).a.contains_key(name));
+    let rev = c.vip_table.revision;
+    c.vip_ack("agent1", rev);
+    c.vip_ack("agent2", rev);
+    assert!(!c.records(control, &generator).a.contains_key(name));
+    c.vip_ack("agent3", rev);
+    let records = c.records(control, &generator);
+    assert_eq!(records.a[name].iter().next().unwrap(), &vip.ip);
+    // Mesos-DNS names of the tasks: web.marathon.mesos → the agents.
+    assert_eq!(records.a["web.marathon.mesos."].len(), 3);
+    assert_eq!(records.srv["_web._tcp.marathon.mesos."].len(), 3);
+    assert_eq!(
+        records.a["leader.mesos."].iter().next().unwrap(),
+        "127.0.0.1"
+    );
+}
+
+#[test]
+fn unhealthy_or_killed_tasks_weigh_zero_at_once_and_are_replaced() {
+    let mut c = cluster_with_agents(4);
+    let l = running_web(&mut c);
+    c.drain();
+    let (agent, victim) = (&l[0].0, &l[0].1.task_id);
+    c.task_status(agent, &status(victim, "TASK_RUNNING", Some(false)), 3);
+    c.tick(3);
+    let out = c.drain();
+    assert!(out.iter().any(|o| matches!(o, Outgoing::Event(e) if e["eventType"] == "health_status_changed_event" && e["alive"] == false)));
+    let weight = |c: &Cluster| {
+        c.vip_table.vips[0]
+            .backends
+            .iter()
+            .map(|b| b.weight)
+            .sum::<u32>()
+    };
+    assert_eq!(weight(&c), 2);
+    // The agent kills it after maxConsecutiveFailures: replaced elsewhere.
+    c.task_status(agent, &status(victim, "TASK_KILLED", Some(false)), 4);
+    c.tick(4);
+    let out = c.drain();
+    let new = launches(&out);
+    assert_eq!(new.len(), 1);
+    assert!(!c.tasks.contains_key(victim.as_str()));
+    assert_eq!(c.vip_table.vips[0].backends.len(), 2);
+}
+
+#[test]
+fn lost_agents_have_their_tasks_replaced_and_scaling_kills_newest() {
+    let mut c = cluster_with_agents(4);
+    let l = running_web(&mut c);
+    c.drain();
+    // Heartbeats keep agents 2..4 alive; agent on l[0] goes silent.
+    let silent = l[0].0.clone();
+    for a in ["agent1", "agent2", "agent3", "agent4"] {
+        if a != silent {
+            c.heartbeat(a, 20_000);
+        }
+    }
+    c.tick(20_000);
+    let out = c.drain();
+    assert!(c.agents[&silent].lost);
+    let new = launches(&out);
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0].0, silent);
+
+    // Scale to 1: the two newest of the running three are killed.
+    let mut app = c.apps["/web"].clone();
+    app.instances = 1;
+    c.update_app(app, 20_001).unwrap();
+    assert_eq!(c.apps["/web"].version, 1, "scaling is not a new version");
+    c.tick(20_001);
+    let killed = kills(&c.drain());
+    assert_eq!(
+        killed.len(),
+        2,
+        "the staging replacement and the newest running: {killed:?}"
+    );
+    assert!(killed.contains(&new[0].1.task_id));
+}
+
+#[test]
+fn unknown_tasks_on_register_are_killed_and_missing_ones_lost() {
+    let mut c = cluster_with_agents(1);
+    c.create_app(
+        parse_app(br#"{"id":"/a","cmd":"x","mem":32,"cpus":0.1}"#, None).unwrap(),
+        1,
+    )
+    .unwrap();
+    c.tick(1);
+    let l = launches(&c.drain());
+    assert_eq!(l.len(), 1);
+    // The agent comes back running only a stranger.
+    c.agent_registered(
+        registration(1, vec![status("stranger.1", "TASK_RUNNING", None)]),
+        5,
+    );
+    let out = c.drain();
+    assert_eq!(kills(&out), vec!["stranger.1"]);
+    assert!(!c.tasks.contains_key(&l[0].1.task_id), "lost");
+    c.tick(6);
+    assert_eq!(launches(&c.drain()).len(), 1, "replaced");
+}
+
+#[test]
+fn deleting_an_app_kills_its_tasks_and_removes_its_vip() {
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    c.drain();
+    c.delete_app("/web", 3).unwrap();
+    c.tick(3);
+    let out = c.drain();
+    assert_eq!(kills(&out).len(), 3);
+    // The VIP goes with its app, before the tasks are even dead.
+    assert!(c.vip_table.vips.is_empty());
+    for (agent, t) in &l {
+        c.task_status(agent, &status(&t.task_id, "TASK_KILLED", None), 4);
+    }
+    c.tick(4);
+    assert!(c.vip_table.vips.is_empty());
+    assert!(c.meta.deployments.is_empty());
+    assert_eq!(
+        c.delete_app("/web", 5),
+        Err(ClusterError::UnknownApp("/web".into()))
+    );
+}
+
+#[test]
+fn restore_keeps_tasks_until_their_agents_time_out() {
+    let mut c = cluster_with_agents(3);
+    running_web(&mut c);
+    let apps: Vec<_> = c.apps.values().cloned().collect();
+    let tasks: Vec<_> = c.tasks.values().cloned().collect();
+    let mut r = Cluster::restore(
+        ClusterConfig::default(),
+        apps,
+        tasks,
+        c.meta.clone(),
+        8,
+        100_000,
+    );
+    assert_eq!(
+        r.vip_table.vips[0].backends.len(),
+        3,
+        "table rebuilt from stored tasks"
+    );
+    r.tick(100_500);
+    assert!(
+        launches(&r.drain()).is_empty(),
+        "no replacement while agents may come back"
+    );
+    r.tick(111_000);
+    assert!(r.tasks.is_empty(), "agents never came back: tasks lost");
+}

@@ -1,0 +1,144 @@
+//! The cluster VIP table (pure decisions on [`Cluster`]).
+//!
+//! `VIP_<n>` labels of an app's port `i` become VIPs: `/name:port` gets the
+//! DNS name `name.marathon.l4lb.thisdcos.directory` and an address from the
+//! named-VIP range (hash, then probe; allocations persist), `a.b.c.d:port` is
+//! used as is. Backends are the app's RUNNING and KILLING tasks at their
+//! agent's address and host port `i`, weight 1 when running and healthy (or
+//! without health checks), 0 when unhealthy, not yet healthy, or being
+//! killed — drained at once, not after a poll interval. Apps sharing a VIP
+//! share its backends. Protocol `udp,tcp` gives one VIP per protocol.
+//!
+//! A new table gets the next revision and goes to every connected agent; a VIP
+//! name is answered by DNS only once every live agent acknowledged a revision
+//! at or after the one that introduced it.
+use std::collections::BTreeMap;
+
+use garrison_proto::named::{L4LB_ZONE, dns_name};
+use garrison_proto::{ControlMessage, Vip, VipBackend};
+
+use super::Cluster;
+use crate::marathon::app::{VipLabel, parse_vip_label};
+
+impl Cluster {
+    /// The VIPs the apps and tasks imply now (allocating named addresses).
+    pub(super) fn compute_vips(&mut self) -> Vec<Vip> {
+        let mut table: BTreeMap<(String, u16, String), Vip> = BTreeMap::new();
+        let apps: Vec<_> = self.apps.values().cloned().collect();
+        for app in apps {
+            let checks = !app.health_checks.is_empty();
+            for (index, label) in app.vip_labels() {
+                let Ok(vip) = parse_vip_label(&label) else {
+                    continue;
+                };
+                let (ip, port, name) = match vip {
+                    VipLabel::Ip { ip, port } => (ip, port, None),
+                    VipLabel::Named { name, port } => {
+                        let Some(dns) = dns_name(&name, app.framework(), L4LB_ZONE) else {
+                            continue;
+                        };
+                        match self.vip_allocator.address(&dns) {
+                            Ok(ip) => (ip, port, Some(dns)),
+                            Err(e) => {
+                                tracing::error!(error = %e, app = %app.id, "VIP left out");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let protocol = &app.port_definitions[index].protocol;
+                let backends: Vec<VipBackend> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.app_id == app.id)
+                    .filter(|t| t.state == "TASK_RUNNING" || t.is_killing())
+                    .filter_map(|t| {
+                        Some(VipBackend {
+                            ip: t.ip.clone(),
+                            port: *t.ports.get(index)?,
+                            weight: u32::from(t.is_healthy(checks)),
+                        })
+                    })
+                    .collect();
+                for proto in protocol.split(',').map(str::trim) {
+                    let entry = table
+                        .entry((ip.to_string(), port, proto.to_string()))
+                        .or_insert_with(|| Vip {
+                            ip: ip.to_string(),
+                            port,
+                            protocol: proto.to_string(),
+                            name: name.clone(),
+                            backends: Vec::new(),
+                        });
+                    entry.backends.extend(backends.iter().cloned());
+                }
+            }
+        }
+        let mut vips: Vec<Vip> = table.into_values().collect();
+        for v in &mut vips {
+            v.backends
+                .sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
+        }
+        let allocations = self.vip_allocator.allocations().clone();
+        if allocations != self.meta.vip_allocations {
+            self.meta.vip_allocations = allocations;
+            self.touch_meta();
+        }
+        vips
+    }
+
+    /// Recomputes the table; a change gets a new revision and is sent to
+    /// every connected agent.
+    pub(super) fn publish_vips(&mut self) {
+        let vips = self.compute_vips();
+        if vips == self.vip_table.vips {
+            return;
+        }
+        self.meta.vip_revision += 1;
+        let revision = self.meta.vip_revision;
+        for v in &vips {
+            if let Some(name) = &v.name {
+                self.meta.vip_since.entry(name.clone()).or_insert(revision);
+            }
+        }
+        let live: Vec<&str> = vips.iter().filter_map(|v| v.name.as_deref()).collect();
+        self.meta
+            .vip_since
+            .retain(|name, _| live.contains(&name.as_str()));
+        self.touch_meta();
+        self.vip_table.revision = revision;
+        self.vip_table.vips = vips;
+        let table = self.vip_table.clone();
+        let agents: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.connected)
+            .map(|a| a.id.clone())
+            .collect();
+        for a in agents {
+            self.send(&a, ControlMessage::VipTable(table.clone()));
+        }
+    }
+
+    /// Named VIPs DNS may answer: every live agent has programmed them.
+    pub fn answerable_vip_names(&self) -> BTreeMap<String, std::net::IpAddr> {
+        let floor = self
+            .agents
+            .values()
+            .filter(|a| a.is_live())
+            .map(|a| a.acked_revision)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut out = BTreeMap::new();
+        for v in &self.vip_table.vips {
+            let Some(name) = &v.name else { continue };
+            let since = self.meta.vip_since.get(name).copied().unwrap_or(u64::MAX);
+            if since <= floor
+                && let Ok(ip) = v.ip.parse()
+            {
+                out.insert(name.clone(), ip);
+            }
+        }
+        out
+    }
+}
