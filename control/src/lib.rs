@@ -29,6 +29,7 @@ pub mod marathon;
 pub mod resources;
 pub mod simulate;
 pub mod sorter;
+pub mod store;
 
 /// Name and version of this build, as printed by `garrison-control --version`.
 pub fn version() -> String {

@@ -5,6 +5,8 @@
 //! - [`state`]: the parts of a Mesos master state records come from, and a
 //!   task's IP sources (netinfo, docker, mesos, host).
 //! - [`records`]: the record generator (A, AAAA, SRV) from a master state.
+//! - [`answer`]: answering a DNS query from the records (wire format in and out).
+pub mod answer;
 pub mod labels;
 pub mod records;
 pub mod state;
