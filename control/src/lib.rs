@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod dns;
 pub mod marathon;
 pub mod resources;
+pub mod server;
 pub mod simulate;
 pub mod sorter;
 pub mod store;

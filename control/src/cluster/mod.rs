@@ -213,6 +213,13 @@ impl Cluster {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Puts back records a failed commit did not write.
+    pub fn restore_dirty(&mut self, dirty: Dirty) {
+        self.dirty.apps.extend(dirty.apps);
+        self.dirty.tasks.extend(dirty.tasks);
+        self.dirty.meta |= dirty.meta;
+    }
+
     fn send(&mut self, agent: &str, m: ControlMessage) {
         self.outbox.push(Outgoing::ToAgent(agent.to_string(), m));
     }
@@ -288,6 +295,14 @@ impl Cluster {
         self.meta.seq += 1;
         let id = format!("{:08x}-{:04x}-deploy", self.nonce, self.meta.seq);
         let version = self.apps.get(app_id).map_or(0, |a| a.version);
+        if let Some(old) = self.meta.deployments.get(app_id).cloned() {
+            // Superseded by this one, as a forced Marathon deployment is.
+            self.event(serde_json::json!({
+                "eventType": "deployment_failed", "id": old.id,
+                "plan": {"id": old.id, "original": {"id": old.app_id}, "version": old.version},
+                "reason": "superseded by a newer deployment", "timestamp": now_ms,
+            }));
+        }
         self.meta.deployments.insert(
             app_id.to_string(),
             Deployment {

@@ -1,0 +1,263 @@
+//! `garrison-control run`: the effects around [`Cluster`].
+//!
+//! - this file: [`Control`] (the cluster behind one lock, the store, the agent
+//!   streams, the event bus, the DNS view) and [`run`].
+//! - [`marathon_api`]: `/v2/apps`, `/v2/tasks`, `/v2/deployments`, `/v2/info`,
+//!   `/v2/events`.
+//! - [`agents`]: the agents' WebSocket stream (`/v1/agents/stream`) and
+//!   `/v1/agents`, `/v1/vips`.
+//! - [`mesos_dns`]: Mesos-DNS's HTTP API (`/v1/version`, `/v1/hosts/{host}`,
+//!   `/v1/services/{service}`) and the DNS server on UDP and TCP.
+//!
+//! Every change goes through [`Control::mutate`]: the cluster decides, the
+//! store commits (fsync) the changed records, then orders go to the agents'
+//! streams and events to `/v2/events` subscribers, in that order, under the
+//! cluster lock (never held across an `.await`).
+pub mod agents;
+pub mod marathon_api;
+pub mod mesos_dns;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use garrison_proto::ControlMessage;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::cluster::{Cluster, Outgoing};
+use crate::dns::answer::{Authority, Zone};
+use crate::dns::records::GeneratorConfig;
+use crate::store::{Store, StoreError};
+
+/// An agent's open stream: its connection number and its order queue.
+struct AgentLink {
+    conn: u64,
+    tx: mpsc::UnboundedSender<ControlMessage>,
+}
+
+/// Settings of a running control.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address agents and clients reach the control at (leader.mesos).
+    pub advertise: SocketAddr,
+    /// Mutations need `Authorization: token=<t>` (or `Bearer <t>`) when set.
+    pub token: Option<String>,
+    /// The Mesos-DNS zone (`mesos`).
+    pub domain: String,
+    /// The periodic pass (timeouts, deployments).
+    pub tick: Duration,
+}
+
+/// The running control.
+pub struct Control {
+    cluster: Mutex<Cluster>,
+    store: Store,
+    links: Mutex<HashMap<String, AgentLink>>,
+    events: broadcast::Sender<serde_json::Value>,
+    authority: RwLock<Arc<Authority>>,
+    config: ServerConfig,
+    started: Instant,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+/// An API or store failure, mapped to an HTTP status by the handlers.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Control {
+    /// Restores the cluster from `store` and serves from now on.
+    pub fn new(
+        store: Store,
+        cluster_config: crate::cluster::ClusterConfig,
+        config: ServerConfig,
+    ) -> Result<Arc<Control>, StoreError> {
+        let (apps, tasks, meta) = store.load()?;
+        tracing::info!(
+            apps = apps.len(),
+            tasks = tasks.len(),
+            "restored from the store"
+        );
+        let nonce = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u32)
+            ^ std::process::id().rotate_left(16);
+        let cluster = Cluster::restore(cluster_config, apps, tasks, meta, nonce, 0);
+        let (events, _) = broadcast::channel(1024);
+        let control = Arc::new(Control {
+            cluster: Mutex::new(cluster),
+            store,
+            links: Mutex::new(HashMap::new()),
+            events,
+            authority: RwLock::new(Arc::new(Authority::default())),
+            config,
+            started: Instant::now(),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+        });
+        control.refresh_authority(&control.cluster.lock().expect("cluster"));
+        Ok(control)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs `f` on the cluster, then the periodic pass, commits, and sends
+    /// what the cluster produced. A failed commit is returned (the change
+    /// stays in memory and is retried with the next commit).
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut Cluster, u64) -> R) -> Result<R, ControlError> {
+        let now = self.now_ms();
+        let mut cluster = self.cluster.lock().expect("cluster");
+        let result = f(&mut cluster, now);
+        cluster.tick(now);
+        let dirty = cluster.take_dirty();
+        let committed = self.store.commit(&cluster, &dirty);
+        if committed.is_err() {
+            // Keep the records dirty for the next commit.
+            cluster.restore_dirty(dirty);
+        }
+        let out = cluster.drain();
+        self.dispatch(out);
+        self.refresh_authority(&cluster);
+        committed?;
+        Ok(result)
+    }
+
+    /// Reads the cluster.
+    pub fn read<R>(&self, f: impl FnOnce(&Cluster, u64) -> R) -> R {
+        let now = self.now_ms();
+        f(&self.cluster.lock().expect("cluster"), now)
+    }
+
+    fn dispatch(&self, out: Vec<Outgoing>) {
+        let links = self.links.lock().expect("links");
+        for o in out {
+            match o {
+                Outgoing::ToAgent(agent, m) => match links.get(&agent) {
+                    Some(link) => {
+                        let _ = link.tx.send(m);
+                    }
+                    None => {
+                        tracing::debug!(%agent, "agent not connected; order dropped (replayed at registration)")
+                    }
+                },
+                Outgoing::Event(e) => {
+                    let _ = self.events.send(e);
+                }
+            }
+        }
+    }
+
+    fn refresh_authority(&self, cluster: &Cluster) {
+        let domain = self.config.domain.clone();
+        let generator = GeneratorConfig {
+            domain: domain.clone(),
+            ..GeneratorConfig::default()
+        };
+        let records = cluster.records(self.config.advertise, &generator);
+        let authority = Authority {
+            zones: vec![
+                Zone {
+                    origin: format!("{domain}."),
+                    ttl: 60,
+                },
+                Zone {
+                    origin: format!("{}.", garrison_proto::named::L4LB_ZONE),
+                    ttl: 5,
+                },
+            ],
+            records,
+        };
+        *self.authority.write().expect("authority") = Arc::new(authority);
+    }
+
+    /// The records DNS answers from.
+    pub fn authority(&self) -> Arc<Authority> {
+        self.authority.read().expect("authority").clone()
+    }
+
+    /// Subscribes to `/v2/events`.
+    pub fn subscribe(&self) -> broadcast::Receiver<serde_json::Value> {
+        self.events.subscribe()
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Registers an agent's stream (replacing an older one of the same agent).
+    fn attach(&self, agent: &str, tx: mpsc::UnboundedSender<ControlMessage>) -> u64 {
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.links
+            .lock()
+            .expect("links")
+            .insert(agent.to_string(), AgentLink { conn, tx });
+        conn
+    }
+
+    /// Forgets a stream if it is still the agent's current one.
+    fn detach(&self, agent: &str, conn: u64) -> bool {
+        let mut links = self.links.lock().expect("links");
+        if links.get(agent).is_some_and(|l| l.conn == conn) {
+            links.remove(agent);
+            return true;
+        }
+        false
+    }
+}
+
+/// Serves HTTP on `http`, DNS on `dns_udp`/`dns_tcp`, and runs the periodic
+/// pass until `shutdown` completes.
+pub async fn run(
+    control: Arc<Control>,
+    http: tokio::net::TcpListener,
+    dns_udp: tokio::net::UdpSocket,
+    dns_tcp: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let app = marathon_api::router(control.clone())
+        .merge(agents::router(control.clone()))
+        .merge(mesos_dns::router(control.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let server = axum::serve(http, app).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    let udp = tokio::spawn(mesos_dns::serve_udp(
+        control.clone(),
+        dns_udp,
+        stop_rx.clone(),
+    ));
+    let tcp = tokio::spawn(mesos_dns::serve_tcp(
+        control.clone(),
+        dns_tcp,
+        stop_rx.clone(),
+    ));
+    let mut tick = tokio::time::interval(control.config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                if let Err(e) = control.mutate(|_, _| ()) {
+                    tracing::error!(error = %e, "committing the periodic pass failed");
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    udp.abort();
+    tcp.abort();
+    match server.await {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
