@@ -64,7 +64,7 @@ fn store_error(e: ControlError) -> Response {
 }
 
 /// Mutations need the token when one is configured.
-fn authorized(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(control: &Control, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &control.config().token else {
         return Ok(());
     };
@@ -81,10 +81,10 @@ fn authorized(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
     if given.as_deref() == Some(token.as_str()) {
         Ok(())
     } else {
-        Err(message(
+        Err(Box::new(message(
             StatusCode::UNAUTHORIZED,
             "mutations need Authorization: token=<token>",
-        ))
+        )))
     }
 }
 
@@ -140,7 +140,7 @@ async fn create_app(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorized(&control, &headers) {
-        return r;
+        return *r;
     }
     let app = match parse_app(&body, None) {
         Ok(a) => a,
@@ -198,7 +198,7 @@ async fn put_app(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorized(&control, &headers) {
-        return r;
+        return *r;
     }
     let (raw, _) = split_tasks(&path);
     let id = match normalize_id(&raw) {
@@ -253,7 +253,7 @@ async fn delete_app(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&control, &headers) {
-        return r;
+        return *r;
     }
     let (raw, _) = split_tasks(&path);
     let id = normalize_id(&raw).unwrap_or(raw);
