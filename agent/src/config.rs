@@ -69,6 +69,72 @@ pub struct RawConfig {
     pub nfqueue: RawNfqueue,
     #[serde(default)]
     pub isolation: RawIsolation,
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// `[control]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub url: Option<String>,
+    pub agent_id: Option<String>,
+    pub hostname: Option<String>,
+    pub advertise_ip: Option<String>,
+}
+
+/// The validated `[control]` table: the agent follows a `garrison-control`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// `ws://host:port/v1/agents/stream` (from `http://host:port`).
+    pub stream_url: String,
+    /// `None`: read from (or created in) `<state_dir>/agent-id`.
+    pub agent_id: Option<String>,
+    /// `None`: the system host name.
+    pub hostname: Option<String>,
+    /// `None`: the local address the control is reached from.
+    pub advertise_ip: Option<std::net::IpAddr>,
+}
+
+fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError> {
+    let Some(url) = c.url else {
+        return Ok(None);
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| invalid("control.url", &url, "expected http://HOST:PORT"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || !authority.contains(':') {
+        return Err(invalid("control.url", &url, "expected http://HOST:PORT"));
+    }
+    if let Some(id) = &c.agent_id {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(invalid(
+                "control.agent_id",
+                id,
+                "1 to 64 of a-z A-Z 0-9 - _ .",
+            ));
+        }
+    }
+    let advertise_ip = match &c.advertise_ip {
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| invalid("control.advertise_ip", s, "not an IP address"))?,
+        ),
+    };
+    Ok(Some(ControlConfig {
+        stream_url: format!("ws://{authority}/v1/agents/stream"),
+        agent_id: c.agent_id,
+        hostname: c.hostname,
+        advertise_ip,
+    }))
 }
 
 /// `[isolation]` as written.
@@ -153,6 +219,8 @@ pub struct Config {
     pub health: crate::health::HealthConfig,
     pub nfqueue: crate::dataplane::NfqueueConfig,
     pub isolation: IsolationConfig,
+    /// Following a control (`None`: standalone).
+    pub control: Option<ControlConfig>,
 }
 
 /// The validated `[sources]` table.
@@ -333,6 +401,10 @@ impl RawConfig {
         take!(isolation.work_dir);
         take!(isolation.isolators);
         take!(isolation.api_token);
+        take!(control.url);
+        take!(control.agent_id);
+        take!(control.hostname);
+        take!(control.advertise_ip);
         self
     }
 
@@ -358,6 +430,7 @@ impl RawConfig {
         let queues = parse_queue_range(&queues_s)
             .map_err(|why| invalid("nfqueue.queues", &queues_s, why))?;
         let isolation = validate_isolation(self.isolation)?;
+        let control = validate_control(self.control)?;
         let nfqueue = crate::dataplane::NfqueueConfig {
             queues,
             fail_open: self.nfqueue.fail_open.unwrap_or(false),
@@ -423,6 +496,7 @@ impl RawConfig {
             health,
             nfqueue,
             isolation,
+            control,
             sources: SourcesConfig {
                 vips_file: s.vips_file,
                 vips_poll: ms("sources.vips_poll_ms", s.vips_poll_ms, 500, 10)?,

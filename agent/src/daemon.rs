@@ -173,13 +173,29 @@ pub struct NamedVips {
     pub state_file: Option<PathBuf>,
 }
 
+/// A VIP table from the control; `programmed` learns whether the data plane
+/// holds it once the loop has applied it (the agent then acknowledges the
+/// revision).
+#[derive(Debug)]
+pub struct ControlTable {
+    pub table: SourceTable,
+    pub programmed: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The source name of the control's tables.
+pub const CONTROL_SOURCE: &str = "control";
+
 /// What the loop watches.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunConfig {
     pub sources: SourcesConfig,
     pub named: NamedVips,
     /// The task endpoints (`None`: not served).
     pub tasks: Option<api::tasks::TasksApi>,
+    /// Tables from the control link (`None`: not following a control). The
+    /// control's table never expires: while the control is away the agent
+    /// keeps serving the last one.
+    pub control: Option<mpsc::Receiver<ControlTable>>,
 }
 
 /// One poll result from a source task.
@@ -267,6 +283,8 @@ struct Reconciler {
     trim_pending: bool,
     /// The sources' table before the failure detector's overlay.
     merged: Option<VipTable>,
+    /// Whether the last programming attempt succeeded.
+    last_apply_ok: bool,
 }
 
 impl Reconciler {
@@ -416,9 +434,25 @@ impl Reconciler {
         }
     }
 
-    fn rebuild(&mut self, seen: Instant) {
+    /// A table from the control: merged like any source; answers whether
+    /// the data plane holds the result.
+    fn on_control(&mut self, t: ControlTable) {
+        let seen = Instant::now();
+        self.record_source(CONTROL_SOURCE, &Ok(t.table.clone()));
+        let (events, changed) = self.merger.update(CONTROL_SOURCE, Ok(t.table), seen);
+        self.log_events(events);
+        let programmed = if changed {
+            self.rebuild(seen)
+        } else {
+            self.last_apply_ok
+        };
+        let _ = t.programmed.send(programmed);
+    }
+
+    /// Rebuilds and programs the table; true when the data plane holds it.
+    fn rebuild(&mut self, seen: Instant) -> bool {
         if !self.merger.all_reported() {
-            return;
+            return false;
         }
         let before = self.allocator.allocations().len();
         let (merged, errors) =
@@ -439,7 +473,8 @@ impl Reconciler {
         self.shared
             .with_metrics(|m| m.vip_errors = errors.len() as u64);
         if self.shared.is_programmed(&table) {
-            return;
+            self.last_apply_ok = true;
+            return true;
         }
         let n = table.len();
         match self.shared.apply(table) {
@@ -455,12 +490,15 @@ impl Reconciler {
                     "VIP table programmed"
                 );
                 self.trim_pending = true;
+                self.last_apply_ok = true;
             }
             Err(e) => {
                 self.shared.with_metrics(|m| m.apply_errors += 1);
                 tracing::error!(error = %e, "programming the VIP table failed; previous table kept");
+                self.last_apply_ok = false;
             }
         }
+        self.last_apply_ok
     }
 }
 
@@ -501,6 +539,11 @@ pub async fn run(
         )));
     }
     drop(tx);
+    let mut control = config.control;
+    if control.is_some() {
+        // Never expires: only the control's own tables replace it.
+        merger.register(CONTROL_SOURCE);
+    }
     let mut file = sources.vips_file.clone().map(FileSource::new);
     if file.is_some() {
         merger.register("file");
@@ -514,6 +557,7 @@ pub async fn run(
         last_vip_errors: Vec::new(),
         trim_pending: false,
         merged: None,
+        last_apply_ok: true,
     };
     if let Some(src) = file.as_mut() {
         rec.on_file(src, true);
@@ -536,6 +580,12 @@ pub async fn run(
                 if let Some(src) = file.as_mut() { rec.on_file(src, false); }
             }
             Some(update) = rx.recv() => rec.on_update(update),
+            Some(table) = async {
+                match control.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => rec.on_control(table),
             _ = grace_tick.tick() => rec.on_tick(),
             _ = health_tick.tick() => rec.on_health_tick(),
         }

@@ -10,12 +10,15 @@
 //! - [`sys`] — host facts (mount points); [`digest`] — the one stable hash.
 //! - [`config`] — the TOML configuration and its validation; [`metrics`] — agent counters.
 //! - [`isolation`] — tasks: launcher, cgroup v1/v2 isolators (cpu, memory, pids), statistics.
+//! - [`control_link`] — following a `garrison-control`: its stream, its tasks'
+//!   health checks, its VIP table as a source.
 //!
 //! Decisions live in `vip`, `dataplane::plan` and `api::views`; effects
 //! (syscalls, maps, sockets, files) live in `dataplane::ebpf`, `sources`,
 //! `daemon` and `api`'s handlers.
 pub mod api;
 pub mod config;
+pub mod control_link;
 pub mod daemon;
 pub mod dataplane;
 pub mod digest;

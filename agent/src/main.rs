@@ -124,6 +124,20 @@ struct RunArgs {
     /// Do not serve the task endpoints.
     #[arg(long)]
     no_tasks: bool,
+    /// Follow a garrison-control at http://HOST:PORT: register, run its
+    /// tasks, program its VIP table.
+    #[arg(long)]
+    control: Option<String>,
+    /// This agent's id at the control [default: kept in STATE_DIR/agent-id].
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Host name reported to the control [default: the system's].
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Address tasks on this agent are reached at [default: the local
+    /// address the control is reached from].
+    #[arg(long)]
+    advertise_ip: Option<String>,
 }
 
 impl RunArgs {
@@ -154,6 +168,12 @@ impl RunArgs {
             nfqueue: RawNfqueue {
                 queues: self.nfqueue_queues.clone(),
                 fail_open: self.nfqueue_fail_open.then_some(true),
+            },
+            control: garrison_agent::config::RawControl {
+                url: self.control.clone(),
+                agent_id: self.agent_id.clone(),
+                hostname: self.hostname.clone(),
+                advertise_ip: self.advertise_ip.clone(),
             },
             health: RawHealth {
                 timeout_ms: self.health_timeout_ms,
@@ -263,8 +283,14 @@ fn run_agent(config: Config) -> Result<()> {
     ));
     let api: SocketAddr = config.api;
     let tasks = config.isolation.enabled.then(|| tasks_api(&config));
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let link = match &config.control {
+        None => None,
+        Some(c) => Some(link_config(&config, c)?),
+    };
     let run_config = RunConfig {
-        tasks,
+        control: link.is_some().then_some(control_rx),
+        tasks: tasks.clone(),
         sources: config.sources.clone(),
         named: NamedVips {
             range: config.named_vip_range,
@@ -282,12 +308,30 @@ fn run_agent(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding the API to {api}"))?;
         tracing::info!(%api, "API listening");
+        if let Some(link) = link {
+            let launcher = tasks.as_ref().and_then(|t| t.launcher.as_ref().ok().cloned());
+            let node = match &tasks {
+                Some(t) => t.node.clone(),
+                None => Arc::new(node_resources(&config)),
+            };
+            tracing::info!(agent_id = %link.agent_id, hostname = %link.hostname, ip = %link.ip, control = %link.stream_url, runs_tasks = launcher.is_some(), "following the control");
+            tokio::spawn(garrison_agent::control_link::run(link, launcher, node, control_tx));
+        }
         run(listener, shared.clone(), run_config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     // Tasks holding the shared state end with the runtime; then the data
     // plane is dropped (the NFQUEUE path removes its rules and sets).
     drop(runtime);
+    if let Some(Ok(launcher)) = tasks.as_ref().map(|t| &t.launcher) {
+        let killed = launcher.kill_all();
+        if killed > 0 {
+            tracing::info!(
+                tasks = killed,
+                "tasks killed at shutdown (tasks are not re-adopted after a restart)"
+            );
+        }
+    }
     drop(shared);
     if !pinned {
         tracing::info!("stopped; rules and sets removed");
@@ -323,6 +367,7 @@ fn bench_tasks(work_dir: PathBuf, isolators: &str, count: u32) -> Result<()> {
         let id = format!("bench-{}-{i}", std::process::id());
         let t0 = Instant::now();
         launcher.launch(TaskSpec {
+            env: Default::default(),
             id: id.clone(),
             cmd: "sleep 30".into(),
             resources: TaskResources {
@@ -361,7 +406,7 @@ fn bench_tasks(work_dir: PathBuf, isolators: &str, count: u32) -> Result<()> {
 /// The task endpoints: a launcher, or why this host cannot run tasks (the
 /// endpoints then answer 503 with that reason; VIPs are served regardless).
 fn tasks_api(config: &Config) -> garrison_agent::api::tasks::TasksApi {
-    use garrison_agent::isolation::{launcher::Launcher, node::NodeResources};
+    use garrison_agent::isolation::launcher::Launcher;
     let iso = &config.isolation;
     let launcher = Launcher::new(iso.launcher.clone()).map_err(|e| {
         tracing::error!(error = %e, "tasks cannot run on this host");
@@ -373,12 +418,83 @@ fn tasks_api(config: &Config) -> garrison_agent::api::tasks::TasksApi {
     garrison_agent::api::tasks::TasksApi {
         launcher,
         token: iso.api_token.clone(),
-        node: Arc::new(NodeResources::detect(
-            &iso.launcher.work_dir,
-            &iso.ports,
-            iso.reserved.clone(),
-        )),
+        node: Arc::new(node_resources(config)),
     }
+}
+
+fn node_resources(config: &Config) -> garrison_agent::isolation::node::NodeResources {
+    let iso = &config.isolation;
+    garrison_agent::isolation::node::NodeResources::detect(
+        &iso.launcher.work_dir,
+        &iso.ports,
+        iso.reserved.clone(),
+    )
+}
+
+/// Resolves who this agent is to the control: the id (kept in
+/// `<state_dir>/agent-id` across restarts), host name and advertised address.
+fn link_config(
+    config: &Config,
+    c: &garrison_agent::config::ControlConfig,
+) -> Result<garrison_agent::control_link::LinkConfig> {
+    let agent_id = match &c.agent_id {
+        Some(id) => id.clone(),
+        None => {
+            let path = config.state_dir.join("agent-id");
+            match std::fs::read_to_string(&path) {
+                Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+                _ => {
+                    let id = format!(
+                        "agent-{:016x}",
+                        garrison_agent::digest::fnv1a(
+                            format!("{:?}{}", std::time::SystemTime::now(), std::process::id())
+                                .as_bytes()
+                        )
+                    );
+                    std::fs::create_dir_all(&config.state_dir)?;
+                    std::fs::write(&path, &id)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    id
+                }
+            }
+        }
+    };
+    let hostname = match &c.hostname {
+        Some(h) => h.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into()),
+    };
+    let ip = match c.advertise_ip {
+        Some(ip) => ip,
+        None => {
+            // The local address a packet to the control would leave from.
+            let authority = c
+                .stream_url
+                .trim_start_matches("ws://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let target = std::net::ToSocketAddrs::to_socket_addrs(authority)
+                .ok()
+                .and_then(|mut a| a.next())
+                .with_context(|| format!("resolving the control address {authority}"))?;
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let sock = std::net::UdpSocket::bind(bind)?;
+            sock.connect(target)?;
+            sock.local_addr()?.ip()
+        }
+    };
+    Ok(garrison_agent::control_link::LinkConfig {
+        stream_url: c.stream_url.clone(),
+        agent_id,
+        hostname,
+        ip,
+    })
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,7 @@ use crate::{require_root, unique};
 /// A task request.
 fn task(id: &str, cmd: &str, cpus: f64, mem: f64, disk: f64) -> TaskSpec {
     TaskSpec {
+        env: Default::default(),
         id: id.into(),
         cmd: cmd.into(),
         resources: TaskResources { cpus, mem, disk },

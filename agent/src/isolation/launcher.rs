@@ -126,6 +126,8 @@ struct Inner {
     disk: DiskMode,
     hooks: Vec<Arc<dyn Hook>>,
     tasks: Mutex<BTreeMap<String, Task>>,
+    /// Every state change (RUNNING, and the final state), for subscribers.
+    changes: tokio::sync::broadcast::Sender<TaskInfo>,
 }
 
 /// Runs and tracks tasks (cheap to clone: shared state).
@@ -199,8 +201,15 @@ impl Launcher {
                 disk,
                 hooks,
                 tasks: Mutex::new(BTreeMap::new()),
+                changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
+    }
+
+    /// State changes from now on (a lagging subscriber should re-read
+    /// [`Launcher::list`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TaskInfo> {
+        self.inner.changes.subscribe()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -317,6 +326,7 @@ impl Launcher {
             t.cgroups = Some(cg);
             t.info.clone()
         };
+        let _ = self.inner.changes.send(info.clone());
         let me = self.clone();
         let id = spec.id.clone();
         std::thread::Builder::new()
@@ -420,6 +430,7 @@ impl Launcher {
         tracing::info!(task = id, state = ?t.info.state, reason = ?t.info.reason, secs = t.started.elapsed().as_secs_f64(), "task ended");
         let ended = t.info.clone();
         drop(tasks);
+        let _ = self.inner.changes.send(ended.clone());
         for hook in &self.inner.hooks {
             hook.post_exit(&ended);
         }
@@ -450,6 +461,26 @@ impl Launcher {
             });
         }
         Ok(info)
+    }
+
+    /// Kills every task and waits (up to the grace period and 2 s) for them
+    /// to end: the agent does not re-adopt tasks after a restart, so it must
+    /// not leave them running when it stops. Returns how many were killed.
+    pub fn kill_all(&self) -> usize {
+        let running: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|t| !t.state.is_terminal())
+            .map(|t| t.id)
+            .collect();
+        for id in &running {
+            let _ = self.kill(id);
+        }
+        let deadline = Instant::now() + self.inner.config.kill_grace + Duration::from_secs(2);
+        while Instant::now() < deadline && self.list().iter().any(|t| !t.state.is_terminal()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running.len()
     }
 
     pub fn get(&self, id: &str) -> Option<TaskInfo> {
@@ -533,6 +564,7 @@ fn spawn(
         .current_dir(sandbox)
         .env("MESOS_SANDBOX", sandbox)
         .env("MESOS_TASK_ID", &spec.id)
+        .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);

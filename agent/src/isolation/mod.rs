@@ -49,6 +49,9 @@ pub struct TaskSpec {
     pub id: String,
     pub cmd: String,
     pub resources: TaskResources,
+    /// Added to the task's environment (after the agent's own variables).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// Task states, named as Mesos names them.
@@ -160,6 +163,19 @@ impl TaskSpec {
                 format!("{} MB (must be ≥ 0)", r.disk),
             ));
         }
+        if let Some(bad) = self
+            .env
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
+        {
+            return Err(invalid(
+                "env",
+                format!(
+                    "{:?}: names are non-empty without '=' and nothing holds NUL",
+                    bad.0
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -196,6 +212,7 @@ mod tests {
 
     fn spec(id: &str, cpus: f64, mem: f64, disk: f64) -> TaskSpec {
         TaskSpec {
+            env: Default::default(),
             id: id.into(),
             cmd: "sleep 1".into(),
             resources: TaskResources { cpus, mem, disk },

@@ -1,0 +1,391 @@
+//! Following a `garrison-control`: one WebSocket stream (messages in
+//! `garrison_proto`), reconnected with backoff (0.1 s doubling to 5 s).
+//!
+//! - this file: the session — register with resources and every task the
+//!   launcher still knows, heartbeat, launch and kill orders (idempotent:
+//!   a replayed launch of a known task reports its state, a kill of an unknown
+//!   task reports it killed), task states as the launcher changes them, VIP
+//!   tables handed to the daemon loop and acknowledged once programmed.
+//! - [`table`]: the control's VIP table as a source table (pure).
+//! - [`checks`]: the tasks' health checks.
+//!
+//! Launcher calls block (a launch waits for RUNNING, a kill for the grace
+//! period) and run on the blocking pool, never on the loop.
+pub mod checks;
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use garrison_proto::{
+    AgentMessage, AgentResources, ControlMessage, LaunchTask, Registration, TaskStatus,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::daemon::ControlTable;
+use crate::isolation::launcher::Launcher;
+use crate::isolation::node::NodeResources;
+use crate::isolation::{TaskInfo, TaskResources, TaskSpec};
+use checks::{CheckEvent, Target};
+
+/// Who this agent is to the control.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub stream_url: String,
+    pub agent_id: String,
+    pub hostname: String,
+    pub ip: IpAddr,
+}
+
+/// Health state kept across reconnects: the last result and the check tasks.
+#[derive(Default)]
+struct Health {
+    healthy: HashMap<String, Option<bool>>,
+    checks: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Health {
+    fn forget(&mut self, task: &str) {
+        self.healthy.remove(task);
+        for h in self.checks.remove(task).unwrap_or_default() {
+            h.abort();
+        }
+    }
+}
+
+fn status_of(info: &TaskInfo, healthy: Option<bool>) -> TaskStatus {
+    let state = serde_json::to_value(info.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "TASK_LOST".into());
+    TaskStatus {
+        task_id: info.id.clone(),
+        state,
+        reason: info.reason.clone(),
+        healthy,
+    }
+}
+
+/// Runs the link until the process ends.
+pub async fn run(
+    config: LinkConfig,
+    launcher: Option<Launcher>,
+    node: Arc<NodeResources>,
+    tables: mpsc::Sender<ControlTable>,
+) {
+    let (check_tx, mut check_rx) = mpsc::channel::<CheckEvent>(256);
+    let mut health = Health::default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match tokio_tungstenite::connect_async(config.stream_url.as_str()).await {
+            Ok((ws, _)) => {
+                tracing::info!(url = %config.stream_url, "connected to the control");
+                backoff = Duration::from_millis(100);
+                let session = Session {
+                    config: &config,
+                    launcher: launcher.as_ref(),
+                    node: &node,
+                    tables: &tables,
+                    check_tx: &check_tx,
+                };
+                session.run(ws, &mut health, &mut check_rx).await;
+                tracing::warn!(
+                    "control stream closed; reconnecting (the last VIP table keeps serving)"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(url = %config.stream_url, error = %e, retry_ms = backoff.as_millis() as u64, "cannot reach the control");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct Session<'a> {
+    config: &'a LinkConfig,
+    launcher: Option<&'a Launcher>,
+    node: &'a NodeResources,
+    tables: &'a mpsc::Sender<ControlTable>,
+    check_tx: &'a mpsc::Sender<CheckEvent>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Session<'_> {
+    fn registration(&self, health: &Health) -> Registration {
+        // An agent that cannot run tasks offers nothing to place.
+        let (cpus, mem, disk) = match self.launcher {
+            Some(_) => (self.node.cpus, self.node.mem, self.node.disk),
+            None => (0.0, 0.0, 0.0),
+        };
+        Registration {
+            agent_id: self.config.agent_id.clone(),
+            hostname: self.config.hostname.clone(),
+            ip: self.config.ip.to_string(),
+            resources: AgentResources {
+                cpus,
+                mem,
+                disk,
+                ports: if self.node.ports.starts_with('[') {
+                    self.node.ports.clone()
+                } else {
+                    format!("[{}]", self.node.ports)
+                },
+                reserved: self
+                    .node
+                    .reserved
+                    .as_ref()
+                    .map(|r| garrison_proto::Reservation {
+                        role: r.role.clone(),
+                        cpus: r.cpus,
+                        mem: r.mem,
+                        disk: r.disk,
+                    }),
+            },
+            tasks: self
+                .launcher
+                .map(|l| l.list())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| status_of(t, health.healthy.get(&t.id).copied().flatten()))
+                .collect(),
+        }
+    }
+
+    async fn run(self, ws: Ws, health: &mut Health, check_rx: &mut mpsc::Receiver<CheckEvent>) {
+        let (mut sink, mut source) = ws.split();
+        let mut changes = self.launcher.map(Launcher::subscribe);
+        let (ack_tx, mut ack_rx) = mpsc::channel::<u64>(64);
+        let (done_tx, mut done_rx) = mpsc::channel::<TaskStatus>(64);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.tick().await;
+        let send = |m: AgentMessage| {
+            Message::Text(serde_json::to_string(&m).expect("serialisable").into())
+        };
+        if sink
+            .send(send(AgentMessage::Register(self.registration(health))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let out: Option<AgentMessage> = tokio::select! {
+                incoming = source.next() => {
+                    let Some(Ok(msg)) = incoming else { return };
+                    let text = match &msg {
+                        Message::Text(t) => t.as_str().to_string(),
+                        Message::Close(_) => return,
+                        _ => continue,
+                    };
+                    match serde_json::from_str::<ControlMessage>(&text) {
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable control message ignored");
+                            None
+                        }
+                        Ok(ControlMessage::Registered { heartbeat_interval_ms }) => {
+                            heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_interval_ms.max(50)));
+                            None
+                        }
+                        Ok(ControlMessage::Launch(l)) => self.launch(l, health, &done_tx),
+                        Ok(ControlMessage::Kill { task_id }) => self.kill(task_id, health, &done_tx),
+                        Ok(ControlMessage::VipTable(t)) => {
+                            self.program(t, &ack_tx).await;
+                            None
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => Some(AgentMessage::Heartbeat),
+                Some(revision) = ack_rx.recv() => Some(AgentMessage::VipAck { revision }),
+                Some(status) = done_rx.recv() => Some(AgentMessage::TaskStatus(status)),
+                Some(e) = check_rx.recv() => {
+                    if !health.checks.contains_key(&e.task_id) {
+                        None
+                    } else {
+                        health.healthy.insert(e.task_id.clone(), Some(e.healthy));
+                        if e.kill {
+                            tracing::warn!(task = %e.task_id, "health checks failed too often: killing the task");
+                            self.kill(e.task_id.clone(), health, &done_tx);
+                        }
+                        self.launcher
+                            .and_then(|l| l.get(&e.task_id))
+                            .filter(|t| !t.state.is_terminal())
+                            .map(|t| AgentMessage::TaskStatus(status_of(&t, Some(e.healthy))))
+                    }
+                }
+                change = async {
+                    match changes.as_mut() {
+                        Some(c) => c.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match change {
+                    Ok(info) => {
+                        let healthy = health.healthy.get(&info.id).copied().flatten();
+                        if info.state.is_terminal() {
+                            health.forget(&info.id);
+                        }
+                        Some(AgentMessage::TaskStatus(status_of(&info, healthy)))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed changes: re-register, which reports every task.
+                        Some(AgentMessage::Register(self.registration(health)))
+                    }
+                    Err(_) => None,
+                },
+            };
+            if let Some(m) = out
+                && sink.send(send(m)).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Starts a task (or reports the one already known by that id).
+    fn launch(
+        &self,
+        l: LaunchTask,
+        health: &mut Health,
+        done: &mpsc::Sender<TaskStatus>,
+    ) -> Option<AgentMessage> {
+        let Some(launcher) = self.launcher else {
+            return Some(AgentMessage::TaskStatus(TaskStatus {
+                task_id: l.task_id,
+                state: "TASK_FAILED".into(),
+                reason: Some("this agent runs no tasks".into()),
+                healthy: None,
+            }));
+        };
+        if let Some(t) = launcher.get(&l.task_id) {
+            let healthy = health.healthy.get(&t.id).copied().flatten();
+            return Some(AgentMessage::TaskStatus(status_of(&t, healthy)));
+        }
+        let spec = TaskSpec {
+            id: l.task_id.clone(),
+            cmd: l.cmd.clone(),
+            resources: TaskResources {
+                cpus: l.cpus,
+                mem: l.mem,
+                disk: l.disk,
+            },
+            env: l.env.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        };
+        let target = Target {
+            task_id: l.task_id.clone(),
+            ip: self.config.ip,
+            ports: l.ports.clone(),
+        };
+        let handles: Vec<_> = l
+            .health_checks
+            .iter()
+            .map(|c| {
+                tokio::spawn(checks::run_check(
+                    c.clone(),
+                    target.clone(),
+                    self.check_tx.clone(),
+                ))
+            })
+            .collect();
+        if !handles.is_empty() {
+            health.checks.insert(l.task_id.clone(), handles);
+            health.healthy.insert(l.task_id.clone(), None);
+        }
+        let launcher = launcher.clone();
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            // RUNNING arrives through the launcher's changes; a refusal is reported here.
+            if let Err(e) = launcher.launch(spec) {
+                tracing::warn!(task = %l.task_id, error = %e, "launch refused");
+                let _ = done.blocking_send(TaskStatus {
+                    task_id: l.task_id,
+                    state: "TASK_FAILED".into(),
+                    reason: Some(e.to_string()),
+                    healthy: None,
+                });
+            }
+        });
+        None
+    }
+
+    /// Kills a task (the final state arrives through the launcher's changes).
+    fn kill(
+        &self,
+        task_id: String,
+        health: &mut Health,
+        done: &mpsc::Sender<TaskStatus>,
+    ) -> Option<AgentMessage> {
+        let known = self
+            .launcher
+            .and_then(|l| l.get(&task_id))
+            .is_some_and(|t| !t.state.is_terminal());
+        if !known {
+            health.forget(&task_id);
+            let state = self.launcher.and_then(|l| l.get(&task_id));
+            return Some(AgentMessage::TaskStatus(match state {
+                Some(t) => status_of(&t, None),
+                None => TaskStatus {
+                    task_id,
+                    state: "TASK_KILLED".into(),
+                    reason: Some("unknown to the agent".into()),
+                    healthy: None,
+                },
+            }));
+        }
+        // Checks stop at once: a task being killed is not probed further.
+        for h in health.checks.remove(&task_id).unwrap_or_default() {
+            h.abort();
+        }
+        let launcher = self.launcher.expect("known implies a launcher").clone();
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = launcher.kill(&task_id) {
+                tracing::warn!(task = %task_id, error = %e, "kill failed");
+                let _ = done.blocking_send(TaskStatus {
+                    task_id,
+                    state: "TASK_LOST".into(),
+                    reason: Some(format!("kill failed: {e}")),
+                    healthy: None,
+                });
+            }
+        });
+        None
+    }
+
+    /// Hands a table to the daemon loop; acknowledges once it is programmed.
+    async fn program(&self, t: garrison_proto::VipTable, acks: &mpsc::Sender<u64>) {
+        let (table, skipped) = table::source_table(&t);
+        for s in &skipped {
+            tracing::warn!(revision = t.revision, "control VIP entry skipped: {s}");
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tables
+            .send(ControlTable {
+                table,
+                programmed: tx,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let acks = acks.clone();
+        let revision = t.revision;
+        tokio::spawn(async move {
+            if rx.await == Ok(true) {
+                let _ = acks.send(revision).await;
+            } else {
+                tracing::error!(
+                    revision,
+                    "VIP table from the control not programmed; not acknowledged"
+                );
+            }
+        });
+    }
+}
