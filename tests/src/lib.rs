@@ -10,6 +10,7 @@
 //! - [`PeerNs`]: a named namespace joined to the caller's by a veth pair.
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
 //!   [`nfqueue`]: those of the NFQUEUE data path.
+pub mod control;
 pub mod isolation;
 pub mod nfqueue;
 pub mod scenarios;

@@ -20,6 +20,10 @@ use garrison_agent::{
     vip::{Backend, Protocol, VipKey, VipTable},
 };
 
+pub use crate::control::{
+    control_restart_loses_nothing_and_lost_agents_are_replaced,
+    control_runs_an_app_behind_a_named_vip_and_drains_failures,
+};
 pub use crate::isolation::{
     hooks_run_in_order_and_can_refuse, killed_task_leaves_nothing_and_bad_requests_change_nothing,
     task_busy_loop_gets_half_a_cpu, task_forks_stop_at_the_pids_limit,
@@ -63,7 +67,9 @@ macro_rules! with_scenarios {
             hooks_run_in_order_and_can_refuse,
             task_over_disk_quota_is_killed_by_the_du_watcher,
             task_past_its_project_quota_gets_edquot,
-            task_forks_stop_at_the_pids_limit
+            task_forks_stop_at_the_pids_limit,
+            control_runs_an_app_behind_a_named_vip_and_drains_failures,
+            control_restart_loses_nothing_and_lost_agents_are_replaced
         );
     };
 }
@@ -333,18 +339,24 @@ pub fn ipv6_tcp_and_udp_vips() {
 /// The agent binary: `$GARRISON_AGENT_BIN`, else next to the test binary's
 /// directory (target/<profile>/garrison-agent, built by `cargo xtask test`).
 pub fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("GARRISON_AGENT_BIN") {
+    sibling_binary("garrison-agent", "GARRISON_AGENT_BIN")
+}
+
+/// A workspace binary: `$<env>`, else target/<profile>/<name> next to the
+/// test binary's directory (built by `cargo xtask test`).
+pub fn sibling_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
     let candidate = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("garrison-agent"))
+        .map(|profile| profile.join(name))
         .expect("target layout");
     assert!(
         candidate.is_file(),
-        "garrison-agent binary not found at {} (build it: cargo build -p garrison-agent, or set GARRISON_AGENT_BIN)",
+        "{name} binary not found at {} (build it: cargo build -p garrison-agent -p garrison-control -p garrison-tests --bins, or set {env})",
         candidate.display()
     );
     candidate
