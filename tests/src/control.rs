@@ -466,7 +466,8 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
 /// replaced on the other one.
 pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
     let mut rig = ControlRig::new("ctl-restart");
-    let (status, body) = rig.post_app(&web_app(""));
+    let tcp_check = r#"{"protocol":"TCP","gracePeriodSeconds":20,"intervalSeconds":0.2}"#;
+    let (status, body) = rig.post_app(&web_app(tcp_check));
     assert_eq!(status, 201, "{body}");
     let before = rig.wait_steady(2, 30);
     let (vip_addr, _) = wait_for("the VIP programmed", 10, || {

@@ -115,6 +115,8 @@ fn main() {
     // SAFETY: still single-threaded; the scenarios find the agent through this.
     unsafe {
         std::env::set_var("GARRISON_AGENT_BIN", "/bin/garrison-agent");
+        std::env::set_var("GARRISON_CONTROL_BIN", "/bin/garrison-control");
+        std::env::set_var("GARRISON_TEST_SERVE_BIN", "/bin/garrison-test-serve");
         // Where xtask's userland stage put iptables, ipset and ip and their
         // libraries (xtask/src/vm/userland.rs).
         std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");

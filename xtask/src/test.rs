@@ -106,9 +106,23 @@ pub fn run(with_vm: bool) -> Result<()> {
             "garrison-ebpf",
         ],
     )?;
-    // The agent binary is run as a process by the restart scenario.
-    let ok = cmd::cargo(&["build", "-p", "garrison-agent"]).is_ok();
-    tally.step("build garrison-agent", ok);
+    // The scenarios run the agent, the control and the test task server as
+    // processes.
+    let ok = cmd::cargo(&[
+        "build",
+        "-p",
+        "garrison-agent",
+        "-p",
+        "garrison-control",
+        "-p",
+        "garrison-tests",
+        "--bins",
+    ])
+    .is_ok();
+    tally.step(
+        "build garrison-agent, garrison-control, garrison-test-serve",
+        ok,
+    );
     tests_step(
         &mut tally,
         "privileged host tests",

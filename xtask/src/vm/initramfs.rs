@@ -173,7 +173,7 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<PathBuf> {
 }
 
 /// Builds the initramfs for `kernel` with the guest init as /init and the
-/// agent as /bin/garrison-agent; returns its path.
+/// agent, the control and the test task server in /bin; returns its path.
 pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     let work = cmd::root().join("target/vm/images").join(&kernel.version);
     fs::create_dir_all(&work)?;
@@ -196,6 +196,8 @@ pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
     cpio.file("init", 0o755, &read(&guest.init)?)?;
     cpio.file("bin/garrison-agent", 0o755, &read(&guest.agent)?)?;
+    cpio.file("bin/garrison-control", 0o755, &read(&guest.control)?)?;
+    cpio.file("bin/garrison-test-serve", 0o755, &read(&guest.serve)?)?;
     for (guest, host) in &tools {
         cpio.file(guest, 0o755, &read(host)?)?;
     }

@@ -57,10 +57,13 @@ pub struct Summary {
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// Static guest binaries: the init (test runner) and the agent.
+/// Static guest binaries: the init (test runner), the agent, the control and
+/// the test task server.
 pub struct GuestBinaries {
     pub init: std::path::PathBuf,
     pub agent: std::path::PathBuf,
+    pub control: std::path::PathBuf,
+    pub serve: std::path::PathBuf,
 }
 
 fn build_guest() -> Result<GuestBinaries> {
@@ -71,6 +74,18 @@ fn build_guest() -> Result<GuestBinaries> {
         "garrison-vm-tests",
         "-p",
         "garrison-agent",
+        "-p",
+        "garrison-control",
+        "--target",
+        GUEST_TARGET,
+    ])?;
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "garrison-tests",
+        "--bin",
+        "garrison-test-serve",
         "--target",
         GUEST_TARGET,
     ])?;
@@ -81,8 +96,10 @@ fn build_guest() -> Result<GuestBinaries> {
     let bins = GuestBinaries {
         init: dir.join("garrison-vm-init"),
         agent: dir.join("garrison-agent"),
+        control: dir.join("garrison-control"),
+        serve: dir.join("garrison-test-serve"),
     };
-    for b in [&bins.init, &bins.agent] {
+    for b in [&bins.init, &bins.agent, &bins.control, &bins.serve] {
         if !b.is_file() {
             bail!("guest binary {} was not built", b.display());
         }
