@@ -23,6 +23,7 @@
 //! assert_eq!(result.frameworks["B"].dominant_share, 0.6667);
 //! ```
 pub mod allocator;
+pub mod client;
 pub mod cluster;
 pub mod dns;
 pub mod marathon;

@@ -3,7 +3,7 @@
 //! the eBPF path, each attached to its own child cgroup with its own pins and
 //! port range; the test joins agent A's cgroup, so its connects to a VIP are
 //! balanced by agent A's programs. Tasks are `garrison-test-serve`.
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,47 +41,8 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 /// An A query over UDP: (rcode, addresses).
 pub fn dns_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
-    let mut q = vec![0x47, 0x11, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    sock.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = sock.recv(&mut buf).unwrap();
-    let r = &buf[..n];
-    assert_eq!(&r[..2], &[0x47, 0x11], "answer to our id");
-    let rcode = r[3] & 0x0f;
-    let answers = u16::from_be_bytes([r[6], r[7]]);
-    // Skip the header and the question (name, type, class).
-    let mut i = 12;
-    while r[i] != 0 {
-        i += 1 + r[i] as usize;
-    }
-    i += 5;
-    let mut out = Vec::new();
-    for _ in 0..answers {
-        // The owner name: a pointer or labels.
-        if r[i] & 0xc0 == 0xc0 {
-            i += 2;
-        } else {
-            while r[i] != 0 {
-                i += 1 + r[i] as usize;
-            }
-            i += 1;
-        }
-        let kind = u16::from_be_bytes([r[i], r[i + 1]]);
-        let len = u16::from_be_bytes([r[i + 8], r[i + 9]]) as usize;
-        i += 10;
-        if kind == 1 && len == 4 {
-            out.push(Ipv4Addr::new(r[i], r[i + 1], r[i + 2], r[i + 3]));
-        }
-        i += len;
-    }
-    (rcode, out)
+    let a = garrison_control::dns::client::query_a(server, name).expect("DNS answer");
+    (u16::from(a.rcode) as u8, a.addresses)
 }
 
 /// The control process.

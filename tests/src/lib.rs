@@ -323,38 +323,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
 }
 
 /// A minimal HTTP/1.1 request with an optional JSON body; (status, body).
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    json: Option<&str>,
-) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let body = json.unwrap_or("");
-    let ctype = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("not an HTTP response: {buf:?}")))?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
+pub use garrison_control::client::http_request;
 
 /// Everything a data-path scenario needs, torn down in the right order on
 /// drop: data plane, namespace, pins, cgroup. Not `Send` (holds the namespace).

@@ -21,6 +21,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
     "curl",
+    // the demo: nsenter for node agents, dig for Garrison's DNS
+    "util-linux",
+    "bind9-dnsutils",
     // benchmark peers and the plot's font
     "haproxy",
     "nftables",

@@ -57,7 +57,12 @@ fn mount(fstype: &str, dir: &Path) -> Result<()> {
 
 /// Builds the agent binary (debug or release) and returns its path.
 pub fn agent_binary(release: bool) -> Result<PathBuf> {
-    let mut args = vec!["build", "-p", "garrison-agent"];
+    workspace_binary("garrison-agent", release)
+}
+
+/// Builds package `name`'s binary of the same name and returns its path.
+pub fn workspace_binary(name: &str, release: bool) -> Result<PathBuf> {
+    let mut args = vec!["build", "-p", name];
     if release {
         args.push("--release");
     }
@@ -65,7 +70,7 @@ pub fn agent_binary(release: bool) -> Result<PathBuf> {
     let bin = cmd::root()
         .join("target")
         .join(if release { "release" } else { "debug" })
-        .join("garrison-agent");
+        .join(name);
     if !bin.is_file() {
         bail!("{} was not built", bin.display());
     }
@@ -123,6 +128,17 @@ impl Lab {
         (0..self.nodes).map(|i| self.node_ip(i)).collect()
     }
 
+    /// The lab's run directory (logs, state, mounts).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Node `i`'s own cgroup (a sibling of the client's): a node agent
+    /// attaches there.
+    pub fn node_cgroup(&self, i: usize) -> PathBuf {
+        self.run_dir.join(format!("cgroup2/garrison-node{}", i + 1))
+    }
+
     /// The cgroup the agent attaches to and the client joins.
     pub fn cgroup(&self) -> PathBuf {
         self.run_dir.join("cgroup2/garrison-lab")
@@ -142,11 +158,25 @@ impl Lab {
     /// Removes everything the lab may have left (idempotent, best effort).
     pub fn teardown(&self) {
         if let Ok(text) = std::fs::read_to_string(self.run_dir.join("pids")) {
-            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let pids: Vec<i32> = text
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect();
+            for &pid in &pids {
                 // SAFETY: kill(2) on a pid this lab started.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            std::thread::sleep(Duration::from_millis(300));
+            // Agents kill their tasks on SIGTERM (grace period included):
+            // wait for every process to go before the namespaces do.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            std::thread::sleep(Duration::from_millis(100));
+            while Instant::now() < deadline
+                && pids
+                    .iter()
+                    .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let pins = self.pins();
         if pins.exists() {
@@ -156,6 +186,9 @@ impl Lab {
             let _ = cmd::output("ip", &["netns", "del", &ns]);
         }
         let _ = std::fs::remove_dir(self.cgroup());
+        for i in 0..self.nodes {
+            let _ = std::fs::remove_dir(self.node_cgroup(i));
+        }
         for m in ["bpffs", "cgroup2"] {
             let dir = self.run_dir.join(m);
             if is_mounted(&dir) {
@@ -195,6 +228,9 @@ impl Lab {
         mount("bpf", &self.run_dir.join("bpffs"))?;
         mount("cgroup2", &self.run_dir.join("cgroup2"))?;
         std::fs::create_dir_all(self.cgroup())?;
+        for i in 0..self.nodes {
+            std::fs::create_dir_all(self.node_cgroup(i))?;
+        }
         Ok(())
     }
 
@@ -221,6 +257,55 @@ impl Lab {
             .with_context(|| format!("starting {} in {ns}", program.display()))?;
         self.record_pid(child.id())?;
         Ok(child)
+    }
+
+    /// Like [`Lab::spawn_in`], but entering only the network namespace
+    /// (`nsenter --net`): the host's mounts stay visible, so an agent there
+    /// finds the host's cgroup controllers to isolate tasks with
+    /// (`ip netns exec` remounts /sys).
+    pub fn spawn_in_net(
+        &self,
+        ns: &str,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<Child> {
+        let out = std::fs::File::create(log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {} in {ns}", program.display()))?;
+        self.record_pid(child.id())?;
+        Ok(child)
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (never the caller's
+    /// thread: namespace membership must not leak into the rest of xtask).
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let path = format!("/run/netns/{ns}");
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        let handle = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this new thread only; the fd is open.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(f())
+        });
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+            .with_context(|| format!("entering {ns}"))
     }
 
     /// Starts an HTTP server (`xtask lab-serve`) on every node.
@@ -367,6 +452,14 @@ impl Lab {
         let out = cmd::output("ip", &full)?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
+}
+
+/// Whether `pid` has exited but not been reaped.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(true)
 }
 
 /// Joins a cgroup v2 directory (the client side of the lab).

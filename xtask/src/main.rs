@@ -8,6 +8,7 @@
 //! - `bench`    benchmarks whose figures go into docs/benchmarks.md
 mod bench;
 mod cmd;
+mod control_lab;
 mod demo;
 mod deps;
 mod lab;

@@ -6,7 +6,9 @@
 //!   task's IP sources (netinfo, docker, mesos, host).
 //! - [`records`]: the record generator (A, AAAA, SRV) from a master state.
 //! - [`answer`]: answering a DNS query from the records (wire format in and out).
+//! - [`client`]: a minimal A-query client (tests, demo, benchmarks).
 pub mod answer;
+pub mod client;
 pub mod labels;
 pub mod records;
 pub mod state;

@@ -1,17 +1,22 @@
-//! `cargo xtask demo`: Garrison balancing real connections.
+//! `cargo xtask demo`: Garrison as a small datacenter OS, then balancing.
 //!
-//! Builds three backend "nodes" and one client as network namespaces joined by
-//! a bridge ([`crate::lab`]), starts a small HTTP server in each node, serves a
-//! Mesos master `/state` (generated: one running marathon task per node with
-//! the discovery label `VIP_0=/web:80`) on the client's loopback, and starts
-//! `garrison-agent` in the client namespace polling it. The agent turns the
-//! label into the named VIP `web.marathon.l4lb.thisdcos.directory:80` with an
-//! address in 11.0.0.0/8; the demo reads that address from `/v1/vips` (no DNS
-//! involved), connects to it 30 times printing which node answered, curls it
-//! once, and prints the agent's /vips table and the distribution. Everything
-//! is torn down on exit and on Ctrl-C, unless `--keep`; `--down` removes a kept
-//! demo. The VIP is only ever used from the client namespace.
-//! `--dataplane nfqueue` runs the same demo on the NFQUEUE (Minuteman) path.
+//! The default demo ([`control_demo`]): three node namespaces and a client
+//! namespace joined by a bridge ([`crate::lab`]); `garrison-control` in the
+//! client namespace; an agent in every node namespace following it, and one
+//! with tasks disabled in the client namespace ([`crate::control_lab`]). It
+//! posts a Marathon app (3 instances of `xtask lab-serve`, `VIP_0` `/web:80`,
+//! an HTTP health check), waits until healthy, resolves
+//! `web.marathon.l4lb.thisdcos.directory` through Garrison's DNS from the
+//! client namespace, connects to the VIP 30 times showing the spread, scales
+//! to 5, kills one task (SIGKILL) and shows it drained and replaced, deletes
+//! the app and shows the VIP gone on every agent.
+//!
+//! `--mesos` runs the earlier demo instead: a generated Mesos master `/state`
+//! (one marathon task per node labelled `VIP_0=/web:80`) polled by one agent
+//! in the client namespace, Minuteman-style; `--dataplane nfqueue` runs it on
+//! the NFQUEUE path. Everything is torn down on exit and on Ctrl-C, unless
+//! `--keep`; `--down` removes a kept demo. VIPs are only ever used from the
+//! client namespace.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -27,6 +32,9 @@ use crate::{
     deps,
     lab::{self, API, Lab},
 };
+
+mod control;
+use control::control_demo;
 
 const VIP_NAME: &str = "web.marathon.l4lb.thisdcos.directory:80";
 const MESOS_STATE: &str = "127.0.0.1:5051";
@@ -47,6 +55,9 @@ pub struct DemoArgs {
     /// The agent's data path: auto, ebpf or nfqueue (the Minuteman path).
     #[arg(long, default_value = "auto")]
     pub dataplane: String,
+    /// The earlier demo: one agent polling a Mesos master state, no control.
+    #[arg(long)]
+    pub mesos: bool,
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {
@@ -81,7 +92,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         );
     }
     lab.teardown();
-    let result = demo(&lab, args, &agent);
+    let result = if args.mesos {
+        demo(&lab, args, &agent)
+    } else {
+        lab::workspace_binary("garrison-control", false)
+            .and_then(|control| control_demo(&lab, args, &agent, &control))
+    };
     if result.is_err() || !args.keep {
         lab.teardown();
         println!("demo: torn down (namespaces, agent, pins, cgroup)");
