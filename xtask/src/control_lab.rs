@@ -48,6 +48,9 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<Option<T
     }
 }
 
+/// A VIP's backends as an agent holds them: `(ip:port, weight)`.
+pub type Backends = Vec<(String, u64)>;
+
 /// A running cluster in a lab.
 pub struct ControlLab<'a> {
     pub lab: &'a Lab,
@@ -225,11 +228,11 @@ impl<'a> ControlLab<'a> {
 
     /// The backends `(ip:port, weight)` of the named VIP on every agent
     /// (`None` for an agent that does not have it).
-    pub fn vip_everywhere(&self) -> Result<Vec<Option<Vec<(String, u64)>>>> {
+    pub fn vip_everywhere(&self) -> Result<Vec<Option<Backends>>> {
         let apis = self.agent_apis();
         let r = self.lab.in_ns(&self.lab.client_ns(), move || {
             apis.iter()
-                .map(|api| -> std::io::Result<Option<Vec<(String, u64)>>> {
+                .map(|api| -> std::io::Result<Option<Backends>> {
                     let (_, body) = http_request(*api, "GET", "/v1/vips", None)?;
                     let v: Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
                     Ok(v.as_array().and_then(|list| {
