@@ -1,4 +1,4 @@
-//! `cargo xtask bench dataplane|allocator|isolation`: benchmarks whose figures go into
+//! `cargo xtask bench dataplane|allocator|isolation|control`: benchmarks whose figures go into
 //! docs/benchmarks.md (never timed assertions in tests).
 //!
 //! - [`traffic`]: the data-path peer matrix and the VIP scale curve;
@@ -6,13 +6,15 @@
 //! - [`update`]: the agent's update latency and cold-start scale;
 //! - [`plot`]: the PNG of the peer matrix;
 //! - [`isolation`]: task launch and teardown latency per isolator set;
-//! - [`allocator`]: the Mesos allocator benchmark scenarios.
+//! - [`allocator`]: the Mesos allocator benchmark scenarios;
+//! - [`control`]: deploy and drain latency of the control on the demo cluster.
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
 use crate::{cmd, deps, lab};
 
 mod allocator;
+pub mod control;
 mod isolation;
 mod load;
 mod plot;
@@ -27,6 +29,7 @@ pub enum Suite {
     Dataplane,
     Allocator,
     Isolation,
+    Control,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +126,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             println!("{table}");
             if !args.no_write {
                 write_section_named("isolation", &table)?;
+                println!("bench: wrote docs/benchmarks.md");
+            }
+            Ok(())
+        }
+        Suite::Control => {
+            deps::check_build_prerequisites()?;
+            let rounds = if args.quick { 3 } else { args.rounds };
+            let table = control::run(rounds)?;
+            println!("{table}");
+            if !args.no_write {
+                write_section_named("control", &table)?;
                 println!("bench: wrote docs/benchmarks.md");
             }
             Ok(())

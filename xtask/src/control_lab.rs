@@ -226,39 +226,13 @@ impl<'a> ControlLab<'a> {
         v
     }
 
-    /// The backends `(ip:port, weight)` of the named VIP on every agent
-    /// (`None` for an agent that does not have it).
+    /// The backends of the named VIP on every agent (`None` for an agent
+    /// that does not have it), asked from the client namespace.
     pub fn vip_everywhere(&self) -> Result<Vec<Option<Backends>>> {
         let apis = self.agent_apis();
-        let r = self.lab.in_ns(&self.lab.client_ns(), move || {
-            apis.iter()
-                .map(|api| -> std::io::Result<Option<Backends>> {
-                    let (_, body) = http_request(*api, "GET", "/v1/vips", None)?;
-                    let v: Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
-                    Ok(v.as_array().and_then(|list| {
-                        let vip = list
-                            .iter()
-                            .find(|e| e["vip"].as_str().is_some_and(|s| s.starts_with(VIP_NAME)))?;
-                        Some(
-                            vip["backend"]
-                                .as_array()?
-                                .iter()
-                                .map(|b| {
-                                    (
-                                        format!(
-                                            "{}:{}",
-                                            b["ip"].as_str().unwrap_or("?"),
-                                            b["port"]
-                                        ),
-                                        b["weight"].as_u64().unwrap_or(0),
-                                    )
-                                })
-                                .collect(),
-                        )
-                    }))
-                })
-                .collect::<std::io::Result<Vec<_>>>()
-        })?;
+        let r = self
+            .lab
+            .in_ns(&self.lab.client_ns(), move || vip_backends_at(&apis))?;
         Ok(r?)
     }
 
@@ -298,6 +272,34 @@ impl<'a> ControlLab<'a> {
         })
         .with_context(|| self.logs())
     }
+}
+
+/// The backends of the named VIP on the agents at `apis` (`None` for an
+/// agent that does not have it). Call from a namespace that reaches them.
+pub fn vip_backends_at(apis: &[SocketAddr]) -> std::io::Result<Vec<Option<Backends>>> {
+    apis.iter()
+        .map(|api| {
+            let (_, body) = http_request(*api, "GET", "/v1/vips", None)?;
+            let v: Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+            Ok(v.as_array().and_then(|list| {
+                let vip = list
+                    .iter()
+                    .find(|e| e["vip"].as_str().is_some_and(|s| s.starts_with(VIP_NAME)))?;
+                Some(
+                    vip["backend"]
+                        .as_array()?
+                        .iter()
+                        .map(|b| {
+                            (
+                                format!("{}:{}", b["ip"].as_str().unwrap_or("?"), b["port"]),
+                                b["weight"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
+                )
+            }))
+        })
+        .collect()
 }
 
 /// The demo's app: `instances` copies of `xtask lab-serve` answering with

@@ -79,6 +79,17 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// (bench helper) the measured rounds of `bench control`, run in the
+    /// lab's client namespace.
+    #[command(hide = true)]
+    BenchControlClient {
+        #[arg(long)]
+        cgroup: std::path::PathBuf,
+        #[arg(long)]
+        rounds: u32,
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<std::net::SocketAddr>,
+    },
     /// (demo helper) client making requests to the VIP from the demo cgroup.
     #[command(hide = true)]
     DemoClient {
@@ -123,5 +134,10 @@ fn main() -> Result<()> {
         Command::LabServe { name, listen } => lab::serve(&name, listen),
         Command::LabServeFile { listen, file } => lab::serve_file(listen, &file),
         Command::DemoClient { cgroup, vip, count } => demo::client(&cgroup, vip, count),
+        Command::BenchControlClient {
+            cgroup,
+            rounds,
+            agents,
+        } => bench::control::client(&cgroup, rounds, &agents),
     }
 }

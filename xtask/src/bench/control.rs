@@ -1,0 +1,209 @@
+//! `cargo xtask bench control`: the control's two latencies, on the demo's
+//! cluster ([`crate::control_lab`]: control, three node agents, a client agent;
+//! release builds):
+//!
+//! - **deploy**: from `POST /v2/apps` (3 instances, HTTP health checks every
+//!   100 ms) until all three are healthy at the control, the VIP name resolves
+//!   through Garrison's DNS and every instance answered through the VIP;
+//! - **drain**: from a task's death (SIGKILL) until its backend weighs 0 (or
+//!   is gone) on every agent (3 nodes and the client).
+//!
+//! Both are measured by `xtask bench-control-client`, run inside the client
+//! namespace and cgroup (so it reaches the control, the agents and the VIP as
+//! a task there would); each round deploys, kills one task, then deletes the
+//! app and waits for the VIP to be gone everywhere.
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use garrison_control::client::http_request;
+use serde_json::Value;
+
+use crate::control_lab::{
+    self, ControlLab, VIP_NAME, control_addr, dns_addr, kill_task_process, vip_backends_at,
+    web_app,
+};
+use crate::lab::{self, Lab};
+
+/// Runs the benchmark; returns the markdown section.
+pub fn run(rounds: u32) -> Result<String> {
+    let agent = lab::workspace_binary("garrison-agent", true)?;
+    let control = lab::workspace_binary("garrison-control", true)?;
+    let lab = Lab::new("bctl", 3);
+    lab.teardown();
+    let result = (|| -> Result<String> {
+        lab.build()?;
+        let cl = ControlLab::start(&lab, 3, &agent, &control, "ebpf")?;
+        let apis: Vec<String> = cl.agent_apis().iter().map(|a| a.to_string()).collect();
+        let cgroup = lab.cgroup();
+        let out = lab.run_client(&[
+            "bench-control-client",
+            "--cgroup",
+            cgroup.to_str().context("path")?,
+            "--rounds",
+            &rounds.to_string(),
+            "--agents",
+            &apis.join(","),
+        ]);
+        let out = out.with_context(|| cl.logs())?;
+        render(&out, rounds)
+    })();
+    lab.teardown();
+    result
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+fn render(out: &str, rounds: u32) -> Result<String> {
+    let mut deploy = Vec::new();
+    let mut healthy = Vec::new();
+    let mut drain = Vec::new();
+    let mut replaced = Vec::new();
+    for line in out.lines().filter(|l| l.starts_with("round=")) {
+        println!("bench: {line}");
+        let field = |k: &str| -> Option<f64> {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{k}="))?.parse().ok())
+        };
+        deploy.extend(field("deploy_ms"));
+        healthy.extend(field("healthy_ms"));
+        drain.extend(field("drain_ms"));
+        replaced.extend(field("replaced_ms"));
+    }
+    if drain.len() != rounds as usize {
+        bail!("expected {rounds} rounds, got {}:\n{out}", drain.len());
+    }
+    let mut s = format!(
+        "Command: `cargo xtask bench control --rounds {rounds}` (release builds; control + 3 node agents + a client agent in lab namespaces, eBPF path; 3 instances of `xtask lab-serve` with HTTP checks every 100 ms)  \nMachine: {}\n\n",
+        super::machine()
+    );
+    s.push_str("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n");
+    for (name, v) in [
+        ("POST → 3 healthy at the control", &healthy),
+        ("POST → healthy, name resolves, every instance answered through the VIP", &deploy),
+        ("task death (SIGKILL) → weight 0 on all 4 agents", &drain),
+        ("task death → replacement healthy", &replaced),
+    ] {
+        s.push_str(&format!(
+            "| {name} | {:.1} | {:.1} | {:.1} |\n",
+            percentile(v.clone(), 0.5),
+            percentile(v.clone(), 0.99),
+            percentile(v.clone(), 1.0)
+        ));
+    }
+    s.push_str(&format!(
+        "\n{rounds} rounds. Target: drain under 100 ms (DC/OS polled Mesos every 2 s). Deploy time is bounded below by the first health check (100 ms after start).\n"
+    ));
+    Ok(s)
+}
+
+fn get(path: &str) -> Result<Value> {
+    let (status, body) = http_request(control_addr(), "GET", path, None)?;
+    if status != 200 {
+        bail!("GET {path}: {status} {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Who answered one GET through the VIP.
+fn ask(vip: SocketAddr) -> Option<String> {
+    http_request(vip, "GET", "/", None)
+        .ok()
+        .filter(|r| r.0 == 200)
+        .map(|r| r.1.trim().to_string())
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Hidden helper in the client namespace: the measured rounds.
+pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
+    lab::join_cgroup(cgroup)?;
+    let app = web_app(3, 0.1)?;
+    for round in 1..=rounds {
+        let t0 = Instant::now();
+        let (status, body) = http_request(control_addr(), "POST", "/v2/apps", Some(&app))?;
+        if status != 201 {
+            bail!("POST /v2/apps: {status} {body}");
+        }
+        let mut healthy_ms = None;
+        let mut seen = BTreeSet::new();
+        let deadline = t0 + Duration::from_secs(60);
+        let deploy_ms = loop {
+            if Instant::now() > deadline {
+                bail!("round {round}: not deployed within 60 s");
+            }
+            if healthy_ms.is_none() {
+                let a = get("/v2/apps/web")?;
+                if a["app"]["tasksHealthy"] == 3 {
+                    healthy_ms = Some(ms(t0));
+                }
+            }
+            if healthy_ms.is_some() {
+                let ips = garrison_control::dns::client::query_a(dns_addr(), VIP_NAME)?.addresses;
+                if let Some(ip) = ips.first() {
+                    if let Some(who) = ask(SocketAddr::new((*ip).into(), 80)) {
+                        seen.insert(who);
+                    }
+                    if seen.len() == 3 {
+                        break ms(t0);
+                    }
+                    continue;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let tasks = get("/v2/apps/web")?;
+        let victim = &tasks["app"]["tasks"][0];
+        let host = victim["host"].as_str().context("task host")?.to_string();
+        let port = victim["ports"][0].as_u64().context("task port")? as u16;
+        let ip = victim["ipAddresses"][0]["ipAddress"].as_str().context("task ip")?;
+        let target = format!("{ip}:{port}");
+        let t1 = Instant::now();
+        if kill_task_process(&host, port) == 0 {
+            bail!("round {round}: no process for {host}:{port}");
+        }
+        let drain_ms = loop {
+            if t1.elapsed() > Duration::from_secs(10) {
+                bail!("round {round}: {target} not drained within 10 s");
+            }
+            let all = vip_backends_at(agents)?;
+            let drained = all
+                .iter()
+                .all(|v| v.as_ref().is_none_or(|b| b.iter().all(|(a, w)| a != &target || *w == 0)));
+            if drained {
+                break ms(t1);
+            }
+        };
+        let replaced_ms = control_lab::wait_for("replacement healthy", 60, || {
+            let a = get("/v2/apps/web")?;
+            let ok = a["app"]["tasksHealthy"] == 3 && a["app"]["tasks"].as_array().is_some_and(|t| t.len() == 3);
+            Ok(ok.then(|| ms(t1)))
+        })?;
+        let (status, body) = http_request(control_addr(), "DELETE", "/v2/apps/web", None)?;
+        if status != 200 {
+            bail!("DELETE: {status} {body}");
+        }
+        control_lab::wait_for("the app gone", 60, || {
+            let gone = vip_backends_at(agents)?.iter().all(Option::is_none)
+                && get("/v2/tasks")?["tasks"].as_array().is_some_and(|t| t.is_empty())
+                && get("/v2/deployments")?.as_array().is_some_and(|d| d.is_empty());
+            Ok(gone.then_some(()))
+        })?;
+        println!(
+            "round={round} healthy_ms={:.1} deploy_ms={deploy_ms:.1} drain_ms={drain_ms:.1} replaced_ms={replaced_ms:.1}",
+            healthy_ms.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
