@@ -81,7 +81,11 @@ pub async fn run(
     let mut health = Health::default();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match tokio_tungstenite::connect_async(config.stream_url.as_str()).await {
+        // No Nagle: a status update or an acknowledgement is one small frame
+        // that must not wait for the previous one's ACK (a drain is latency).
+        match tokio_tungstenite::connect_async_with_config(config.stream_url.as_str(), None, true)
+            .await
+        {
             Ok((ws, _)) => {
                 tracing::info!(url = %config.stream_url, "connected to the control");
                 backoff = Duration::from_millis(100);

@@ -9,10 +9,10 @@
 //! - [`mesos_dns`]: Mesos-DNS's HTTP API (`/v1/version`, `/v1/hosts/{host}`,
 //!   `/v1/services/{service}`) and the DNS server on UDP and TCP.
 //!
-//! Every change goes through [`Control::mutate`]: the cluster decides, the
-//! store commits (fsync) the changed records, then orders go to the agents'
-//! streams and events to `/v2/events` subscribers, in that order, under the
-//! cluster lock (never held across an `.await`).
+//! Every change goes through [`Control::mutate`]: the cluster decides, orders
+//! go to the agents' streams and events to `/v2/events` subscribers, then the
+//! store commits (fsync) the changed records before the API answers; all under
+//! the cluster lock (never held across an `.await`).
 pub mod agents;
 pub mod marathon_api;
 pub mod mesos_dns;
@@ -114,14 +114,18 @@ impl Control {
         let mut cluster = self.cluster.lock().expect("cluster");
         let result = f(&mut cluster, now);
         cluster.tick(now);
+        // Orders and tables go out before the commit: they are safe to lose
+        // or to outlive a crash (a restarted control reconciles with what the
+        // agents report: unknown tasks are killed, missing ones lost), and a
+        // drain must not wait for an fsync. The caller's answer waits for it.
+        let out = cluster.drain();
+        self.dispatch(out);
         let dirty = cluster.take_dirty();
         let committed = self.store.commit(&cluster, &dirty);
         if committed.is_err() {
             // Keep the records dirty for the next commit.
             cluster.restore_dirty(dirty);
         }
-        let out = cluster.drain();
-        self.dispatch(out);
         self.refresh_authority(&cluster);
         committed?;
         Ok(result)
@@ -226,6 +230,12 @@ pub async fn run(
         .merge(mesos_dns::router(control.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
+    // No Nagle: orders and VIP tables to agents are small frames that must
+    // leave at once.
+    use axum::serve::ListenerExt;
+    let http = http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });

@@ -22,8 +22,7 @@ use garrison_control::client::http_request;
 use serde_json::Value;
 
 use crate::control_lab::{
-    self, ControlLab, VIP_NAME, control_addr, dns_addr, kill_task_process, vip_backends_at,
-    web_app,
+    self, ControlLab, VIP_NAME, control_addr, dns_addr, kill_task_process, vip_backends_at, web_app,
 };
 use crate::lab::{self, Lab};
 
@@ -89,7 +88,10 @@ fn render(out: &str, rounds: u32) -> Result<String> {
     s.push_str("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n");
     for (name, v) in [
         ("POST → 3 healthy at the control", &healthy),
-        ("POST → healthy, name resolves, every instance answered through the VIP", &deploy),
+        (
+            "POST → healthy, name resolves, every instance answered through the VIP",
+            &deploy,
+        ),
         ("task death (SIGKILL) → weight 0 on all 4 agents", &drain),
         ("task death → replacement healthy", &replaced),
     ] {
@@ -167,7 +169,9 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
         let victim = &tasks["app"]["tasks"][0];
         let host = victim["host"].as_str().context("task host")?.to_string();
         let port = victim["ports"][0].as_u64().context("task port")? as u16;
-        let ip = victim["ipAddresses"][0]["ipAddress"].as_str().context("task ip")?;
+        let ip = victim["ipAddresses"][0]["ipAddress"]
+            .as_str()
+            .context("task ip")?;
         let target = format!("{ip}:{port}");
         let t1 = Instant::now();
         if kill_task_process(&host, port) == 0 {
@@ -178,16 +182,18 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
                 bail!("round {round}: {target} not drained within 10 s");
             }
             let all = vip_backends_at(agents)?;
-            let drained = all
-                .iter()
-                .all(|v| v.as_ref().is_none_or(|b| b.iter().all(|(a, w)| a != &target || *w == 0)));
+            let drained = all.iter().all(|v| {
+                v.as_ref()
+                    .is_none_or(|b| b.iter().all(|(a, w)| a != &target || *w == 0))
+            });
             if drained {
                 break ms(t1);
             }
         };
         let replaced_ms = control_lab::wait_for("replacement healthy", 60, || {
             let a = get("/v2/apps/web")?;
-            let ok = a["app"]["tasksHealthy"] == 3 && a["app"]["tasks"].as_array().is_some_and(|t| t.len() == 3);
+            let ok = a["app"]["tasksHealthy"] == 3
+                && a["app"]["tasks"].as_array().is_some_and(|t| t.len() == 3);
             Ok(ok.then(|| ms(t1)))
         })?;
         let (status, body) = http_request(control_addr(), "DELETE", "/v2/apps/web", None)?;
@@ -196,8 +202,12 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
         }
         control_lab::wait_for("the app gone", 60, || {
             let gone = vip_backends_at(agents)?.iter().all(Option::is_none)
-                && get("/v2/tasks")?["tasks"].as_array().is_some_and(|t| t.is_empty())
-                && get("/v2/deployments")?.as_array().is_some_and(|d| d.is_empty());
+                && get("/v2/tasks")?["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.is_empty())
+                && get("/v2/deployments")?
+                    .as_array()
+                    .is_some_and(|d| d.is_empty());
             Ok(gone.then_some(()))
         })?;
         println!(
