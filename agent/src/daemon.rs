@@ -146,6 +146,19 @@ impl Shared {
         })
     }
 
+    /// Connections steered per VIP so far (the sum of its backends'
+    /// `selected` counters), keyed as [`garrison_proto::vip_key`].
+    pub fn vip_connections(&self) -> Result<BTreeMap<String, u64>, DataplaneError> {
+        let counters = self.dataplane.lock().expect("dataplane lock").counters()?;
+        let mut out = BTreeMap::new();
+        for ((vip, _), c) in counters {
+            let key =
+                garrison_proto::vip_key(vip.addr.ip(), vip.addr.port(), vip.protocol.as_str());
+            *out.entry(key).or_insert(0) += c.selected;
+        }
+        Ok(out)
+    }
+
     /// Cheap liveness probe of the data plane: the event counters (a handful
     /// of map reads, unlike [`Shared::snapshot`]) and the number of VIPs.
     pub fn health(&self) -> Result<usize, DataplaneError> {

@@ -315,7 +315,13 @@ fn run_agent(config: Config) -> Result<()> {
                 None => Arc::new(node_resources(&config)),
             };
             tracing::info!(agent_id = %link.agent_id, hostname = %link.hostname, ip = %link.ip, control = %link.stream_url, runs_tasks = launcher.is_some(), "following the control");
-            tokio::spawn(garrison_agent::control_link::run(link, launcher, node, control_tx));
+            tokio::spawn(garrison_agent::control_link::run(
+                link,
+                launcher,
+                node,
+                control_tx,
+                shared.clone(),
+            ));
         }
         run(listener, shared.clone(), run_config, shutdown_signal()).await?;
         anyhow::Ok(())

@@ -35,7 +35,21 @@ pub enum AgentMessage {
     Register(Registration),
     Heartbeat,
     TaskStatus(TaskStatus),
-    VipAck { revision: u64 },
+    VipAck {
+        revision: u64,
+    },
+    /// Connections the agent's data path steered per VIP (`ip:port/tcp`,
+    /// [`vip_key`]), cumulative since the agent started; sent with
+    /// heartbeats when they changed. The control derives rates (autoscale).
+    VipCounters {
+        counters: BTreeMap<String, u64>,
+    },
+}
+
+/// The key of a VIP in [`AgentMessage::VipCounters`]: `10.0.0.1:80/tcp`,
+/// `[fd00::1]:80/udp`.
+pub fn vip_key(ip: std::net::IpAddr, port: u16, protocol: &str) -> String {
+    format!("{}/{protocol}", std::net::SocketAddr::new(ip, port))
 }
 
 /// Who the agent is and what it offers.

@@ -499,3 +499,45 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
         })
     });
 }
+
+/// An app with autoscale labels is scaled by the connection rate its VIP
+/// sees on the agents (marathon-lb-autoscale's rule), up under load and back
+/// down when it stops.
+pub fn control_autoscales_an_app_from_vip_connection_rates() {
+    let rig = ControlRig::new("ctl-autoscale");
+    let serve = sibling_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
+    let app = format!(
+        r#"{{"id":"/web","cmd":"{} $PORT0 $MESOS_TASK_ID","instances":1,"cpus":0.1,"mem":32,
+            "portDefinitions":[{{"port":0,"labels":{{"VIP_0":"/web:80"}}}}],
+            "healthChecks":[{{"protocol":"TCP","gracePeriodSeconds":20,"intervalSeconds":0.2}}],
+            "labels":{{"AUTOSCALE_TARGET_RPS":"5","AUTOSCALE_MIN":"1","AUTOSCALE_MAX":"2",
+              "AUTOSCALE_INTERVAL":"0.5","AUTOSCALE_SAMPLES":"1","AUTOSCALE_INTERVALS":"2",
+              "AUTOSCALE_COOLDOWN":"0","AUTOSCALE_THRESHOLD_INSTANCES":"1"}}}}"#,
+        serve.display()
+    );
+    let (status, body) = rig.post_app(&app);
+    assert_eq!(status, 201, "{body}");
+    rig.wait_steady(1, 30);
+    let (vip_addr, _) = wait_for("the VIP programmed on A", 10, || {
+        rig.agent_vip(0).filter(|v| v.1.iter().any(|b| b.1 == 1))
+    });
+    // About 40 connections/s (8× the target per instance) until it scales.
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no scale-up within 20 s"
+        );
+        rig.spread(&vip_addr, 2);
+        std::thread::sleep(Duration::from_millis(50));
+        if json(rig.api, "/v2/apps/web")["app"]["instances"] == 2 {
+            break;
+        }
+    }
+    rig.wait_steady(2, 30);
+    // Quiet: back to the minimum.
+    wait_for("scaled back to 1", 20, || {
+        (json(rig.api, "/v2/apps/web")["app"]["instances"] == 1).then_some(())
+    });
+    rig.wait_steady(1, 30);
+}

@@ -21,6 +21,7 @@ use garrison_agent::{
 };
 
 pub use crate::control::{
+    control_autoscales_an_app_from_vip_connection_rates,
     control_restart_loses_nothing_and_lost_agents_are_replaced,
     control_runs_an_app_behind_a_named_vip_and_drains_failures,
 };
@@ -69,7 +70,8 @@ macro_rules! with_scenarios {
             task_past_its_project_quota_gets_edquot,
             task_forks_stop_at_the_pids_limit,
             control_runs_an_app_behind_a_named_vip_and_drains_failures,
-            control_restart_loses_nothing_and_lost_agents_are_replaced
+            control_restart_loses_nothing_and_lost_agents_are_replaced,
+            control_autoscales_an_app_from_vip_connection_rates
         );
     };
 }

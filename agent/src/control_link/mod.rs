@@ -5,7 +5,8 @@
 //!   launcher still knows, heartbeat, launch and kill orders (idempotent:
 //!   a replayed launch of a known task reports its state, a kill of an unknown
 //!   task reports it killed), task states as the launcher changes them, VIP
-//!   tables handed to the daemon loop and acknowledged once programmed.
+//!   tables handed to the daemon loop and acknowledged once programmed, and
+//!   the data path's per-VIP connection counters with heartbeats (autoscale).
 //! - [`table`]: the control's VIP table as a source table (pure).
 //! - [`checks`]: the tasks' health checks.
 //!
@@ -26,7 +27,7 @@ use garrison_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::daemon::ControlTable;
+use crate::daemon::{ControlTable, Shared};
 use crate::isolation::launcher::Launcher;
 use crate::isolation::node::NodeResources;
 use crate::isolation::{TaskInfo, TaskResources, TaskSpec};
@@ -76,6 +77,7 @@ pub async fn run(
     launcher: Option<Launcher>,
     node: Arc<NodeResources>,
     tables: mpsc::Sender<ControlTable>,
+    shared: Arc<Shared>,
 ) {
     let (check_tx, mut check_rx) = mpsc::channel::<CheckEvent>(256);
     let mut health = Health::default();
@@ -95,6 +97,7 @@ pub async fn run(
                     node: &node,
                     tables: &tables,
                     check_tx: &check_tx,
+                    shared: &shared,
                 };
                 session.run(ws, &mut health, &mut check_rx).await;
                 tracing::warn!(
@@ -116,6 +119,7 @@ struct Session<'a> {
     node: &'a NodeResources,
     tables: &'a mpsc::Sender<ControlTable>,
     check_tx: &'a mpsc::Sender<CheckEvent>,
+    shared: &'a Shared,
 }
 
 type Ws =
@@ -168,6 +172,7 @@ impl Session<'_> {
         let (ack_tx, mut ack_rx) = mpsc::channel::<u64>(64);
         let (done_tx, mut done_rx) = mpsc::channel::<TaskStatus>(64);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut last_counters = BTreeMap::new();
         heartbeat.tick().await;
         let send = |m: AgentMessage| {
             Message::Text(serde_json::to_string(&m).expect("serialisable").into())
@@ -205,7 +210,20 @@ impl Session<'_> {
                         }
                     }
                 }
-                _ = heartbeat.tick() => Some(AgentMessage::Heartbeat),
+                _ = heartbeat.tick() => {
+                    // The VIP counters ride on heartbeats when they moved.
+                    match self.shared.vip_connections() {
+                        Ok(counters) if counters != last_counters => {
+                            last_counters = counters.clone();
+                            Some(AgentMessage::VipCounters { counters })
+                        }
+                        Ok(_) => Some(AgentMessage::Heartbeat),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reading VIP counters failed");
+                            Some(AgentMessage::Heartbeat)
+                        }
+                    }
+                }
                 Some(revision) = ack_rx.recv() => Some(AgentMessage::VipAck { revision }),
                 Some(status) = done_rx.recv() => Some(AgentMessage::TaskStatus(status)),
                 Some(e) = check_rx.recv() => {

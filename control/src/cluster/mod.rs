@@ -7,9 +7,11 @@
 //! - [`vips`]: the cluster VIP table from `VIP_<n>` labels and the tasks'
 //!   health, and which VIP names DNS may answer.
 //! - [`names`]: the Mesos-DNS view (a master state built from the cluster).
+//! - [`autoscale`]: apps scaled by their VIPs' connection rates.
 //!
 //! Ownership: the cluster owns named VIP addresses (agents following a control
 //! never allocate their own); tasks belong to the agent that reported them.
+pub mod autoscale;
 pub mod converge;
 pub mod names;
 pub mod vips;
@@ -148,6 +150,11 @@ pub struct Cluster {
     nonce: u32,
     /// When this process took over (agents get a timeout from here).
     started_ms: u64,
+    /// Per agent: connections per VIP key, as last reported.
+    counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per app: the keys of its VIPs (from the last table).
+    app_vip_keys: BTreeMap<String, Vec<String>>,
+    autoscalers: BTreeMap<String, autoscale::AppAutoscaler>,
     outbox: Vec<Outgoing>,
     dirty: Dirty,
 }
@@ -195,6 +202,9 @@ impl Cluster {
             meta,
             nonce,
             started_ms: now_ms,
+            counters: BTreeMap::new(),
+            app_vip_keys: BTreeMap::new(),
+            autoscalers: BTreeMap::new(),
             outbox: Vec::new(),
             dirty: Dirty::default(),
         };
@@ -503,6 +513,7 @@ impl Cluster {
     /// when it changed. Call after every change and on a timer.
     pub fn tick(&mut self, now_ms: u64) {
         self.expire_agents(now_ms);
+        self.autoscale(now_ms);
         self.converge(now_ms);
         self.publish_vips();
     }

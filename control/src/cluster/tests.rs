@@ -274,3 +274,51 @@ fn restore_keeps_tasks_until_their_agents_time_out() {
     r.tick(111_000);
     assert!(r.tasks.is_empty(), "agents never came back: tasks lost");
 }
+
+#[test]
+fn autoscale_follows_the_vip_connection_rate_reported_by_agents() {
+    let mut c = cluster_with_agents(3);
+    let app = parse_app(
+        br#"{"id":"/web","cmd":"serve","instances":1,"cpus":0.1,"mem":32,
+            "portDefinitions":[{"port":0,"labels":{"VIP_0":"/web:80"}}],
+            "labels":{"AUTOSCALE_TARGET_RPS":"10","AUTOSCALE_MIN":"1","AUTOSCALE_MAX":"3",
+                      "AUTOSCALE_INTERVAL":"1","AUTOSCALE_SAMPLES":"1","AUTOSCALE_INTERVALS":"2",
+                      "AUTOSCALE_COOLDOWN":"0","AUTOSCALE_THRESHOLD_INSTANCES":"1"}}"#,
+        None,
+    )
+    .unwrap();
+    c.create_app(app, 0).unwrap();
+    c.tick(0);
+    let key = {
+        let v = &c.vip_table.vips[0];
+        garrison_proto::vip_key(v.ip.parse().unwrap(), v.port, &v.protocol)
+    };
+    // 25 connections/s spread over two agents' counters.
+    let mut total = 0u64;
+    for second in 1..=3u64 {
+        total += 25;
+        c.vip_counters("agent1", [(key.clone(), total - 10 * second)].into());
+        c.vip_counters("agent2", [(key.clone(), 10 * second)].into());
+        c.heartbeat("agent1", second * 1000);
+        c.heartbeat("agent2", second * 1000);
+        c.heartbeat("agent3", second * 1000);
+        c.tick(second * 1000);
+    }
+    // Samples at 1 s (25/s: target 3, first interval past), 2 s (second:
+    // scale), so by 3 s the app has 3 instances.
+    assert_eq!(c.apps["/web"].instances, 3);
+    assert_eq!(c.apps["/web"].version, 1, "a scale, not a new version");
+    let out = c.drain();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Outgoing::Event(e) if e["source"] == "autoscale"))
+    );
+    // Traffic stops: back to the minimum after two quiet intervals.
+    for second in 4..=6u64 {
+        for a in ["agent1", "agent2", "agent3"] {
+            c.heartbeat(a, second * 1000);
+        }
+        c.tick(second * 1000);
+    }
+    assert_eq!(c.apps["/web"].instances, 1);
+}

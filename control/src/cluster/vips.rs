@@ -24,6 +24,7 @@ impl Cluster {
     /// The VIPs the apps and tasks imply now (allocating named addresses).
     pub(super) fn compute_vips(&mut self) -> Vec<Vip> {
         let mut table: BTreeMap<(String, u16, String), Vip> = BTreeMap::new();
+        let mut app_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let apps: Vec<_> = self.apps.values().cloned().collect();
         for app in apps {
             let checks = !app.health_checks.is_empty();
@@ -61,6 +62,10 @@ impl Cluster {
                     })
                     .collect();
                 for proto in protocol.split(',').map(str::trim) {
+                    app_keys
+                        .entry(app.id.clone())
+                        .or_default()
+                        .push(garrison_proto::vip_key(ip.into(), port, proto));
                     let entry = table
                         .entry((ip.to_string(), port, proto.to_string()))
                         .or_insert_with(|| Vip {
@@ -79,6 +84,7 @@ impl Cluster {
             v.backends
                 .sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
         }
+        self.app_vip_keys = app_keys;
         let allocations = self.vip_allocator.allocations().clone();
         if allocations != self.meta.vip_allocations {
             self.meta.vip_allocations = allocations;

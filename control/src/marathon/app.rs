@@ -251,6 +251,11 @@ pub fn parse_app(body: &[u8], id_from_path: Option<&str>) -> Result<App, Invalid
         }
     };
     let labels = v.string_map(obj.get("labels"), "/labels");
+    if let Err(errors) = super::autoscale::spec_from_labels(&labels) {
+        for (key, why) in errors {
+            v.error(&format!("/labels/{key}"), why);
+        }
+    }
     let env = v.string_map(obj.get("env"), "/env");
     let port_definitions = v.ports(obj.get("portDefinitions"));
     let health_checks = v.health_checks(obj.get("healthChecks"), port_definitions.len());

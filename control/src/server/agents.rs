@@ -108,6 +108,10 @@ fn handle(control: &Control, agent: &str, m: AgentMessage) {
             c.heartbeat(agent, now);
             c.vip_ack(agent, revision)
         }),
+        AgentMessage::VipCounters { counters } => control.mutate(|c, now| {
+            c.heartbeat(agent, now);
+            c.vip_counters(agent, counters)
+        }),
         AgentMessage::Register(_) => {
             tracing::warn!(%agent, "second register on one stream ignored");
             Ok(())
