@@ -322,3 +322,23 @@ fn autoscale_follows_the_vip_connection_rate_reported_by_agents() {
     }
     assert_eq!(c.apps["/web"].instances, 1);
 }
+
+#[test]
+fn service_ports_are_assigned_from_10000_and_kept_across_updates() {
+    let mut c = cluster_with_agents(1);
+    let two_ports = br#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0},{"port":0}]}"#;
+    c.create_app(parse_app(two_ports, None).unwrap(), 0).unwrap();
+    let fixed = br#"{"id":"/b","cmd":"x","portDefinitions":[{"port":10002},{"port":0}]}"#;
+    c.create_app(parse_app(fixed, None).unwrap(), 0).unwrap();
+    let ports = |c: &Cluster, id: &str| -> Vec<u16> {
+        c.apps[id].port_definitions.iter().map(|p| p.port).collect()
+    };
+    assert_eq!(ports(&c, "/a"), vec![10000, 10001]);
+    assert_eq!(ports(&c, "/b"), vec![10002, 10003]);
+    // A new version of /a with port 0 again keeps its service ports.
+    let mut changed = parse_app(two_ports, None).unwrap();
+    changed.cmd = "y".into();
+    c.update_app(changed, 1).unwrap();
+    assert_eq!(ports(&c, "/a"), vec![10000, 10001]);
+    assert_eq!(c.apps["/a"].version, 2);
+}
