@@ -92,34 +92,45 @@ impl<'a> ControlLab<'a> {
         let me = ControlLab { lab, nodes };
         wait_for("the control serving", 30, || Ok(me.get("/v2/info").ok()))?;
         let control_url = format!("http://{listen}");
-        let pins = lab.pins();
-        for i in 0..nodes {
-            let name = format!("node{}", i + 1);
-            let api = format!("{}:{AGENT_PORT}", lab.node_ip(i));
-            let args = [
+        // Arguments of an agent named `name` at `ip` attached to `cgroup`.
+        let agent_args = |name: &str, ip: &str, cgroup: &Path| -> Result<Vec<String>> {
+            let mut args: Vec<String> = [
                 "run",
-                "--api",
-                &api,
                 "--dataplane",
                 dataplane,
-                "--cgroup",
-                &path(&lab.node_cgroup(i))?,
-                "--bpffs",
-                &path(&pins.join(&name))?,
-                "--state-dir",
-                &path(&run.join(format!("{name}-state")))?,
-                "--work-dir",
-                &path(&run.join(format!("{name}-work")))?,
                 "--cleanup",
                 "--control",
                 &control_url,
                 "--agent-id",
-                &name,
+                name,
                 "--hostname",
-                &name,
+                name,
                 "--advertise-ip",
-                &lab.node_ip(i),
-            ];
+                ip,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend([
+                "--api".to_string(),
+                format!("{ip}:{AGENT_PORT}"),
+                "--cgroup".to_string(),
+                path(&cgroup.to_path_buf())?,
+                "--bpffs".to_string(),
+                path(&lab.pins().join(name))?,
+                "--state-dir".to_string(),
+                path(&run.join(format!("{name}-state")))?,
+            ]);
+            Ok(args)
+        };
+        for i in 0..nodes {
+            let name = format!("node{}", i + 1);
+            let mut args = agent_args(&name, &lab.node_ip(i), &lab.node_cgroup(i))?;
+            args.extend([
+                "--work-dir".to_string(),
+                path(&run.join(format!("{name}-work")))?,
+            ]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             lab.spawn_in_net(
                 &lab.node_ns(i),
                 agent,
@@ -127,30 +138,9 @@ impl<'a> ControlLab<'a> {
                 &run.join(format!("{name}.log")),
             )?;
         }
-        let api = format!("{CLIENT_IP}:{AGENT_PORT}");
-        let args = [
-            "run",
-            "--api",
-            &api,
-            "--dataplane",
-            dataplane,
-            "--cgroup",
-            &path(&lab.cgroup())?,
-            "--bpffs",
-            &path(&pins.join("client"))?,
-            "--state-dir",
-            &path(&run.join("client-state"))?,
-            "--cleanup",
-            "--no-tasks",
-            "--control",
-            &control_url,
-            "--agent-id",
-            "client",
-            "--hostname",
-            "client",
-            "--advertise-ip",
-            CLIENT_IP,
-        ];
+        let mut args = agent_args("client", CLIENT_IP, &lab.cgroup())?;
+        args.push("--no-tasks".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         lab.spawn_in(&client, agent, &args, &run.join("client-agent.log"))?;
         wait_for("every agent registered", 60, || {
             let agents = me.get("/v1/agents")?;

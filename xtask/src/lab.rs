@@ -245,18 +245,9 @@ impl Lab {
 
     /// Starts `program args` in namespace `ns`, output to `log`; torn down with the lab.
     pub fn spawn_in(&self, ns: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
-        let out = std::fs::File::create(log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {} in {ns}", program.display()))?;
-        self.record_pid(child.id())?;
-        Ok(child)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]);
+        self.spawn_logged(cmd, ns, program, args, log)
     }
 
     /// Like [`Lab::spawn_in`], but entering only the network namespace
@@ -270,9 +261,22 @@ impl Lab {
         args: &[&str],
         log: &Path,
     ) -> Result<Child> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}"));
+        self.spawn_logged(cmd, ns, program, args, log)
+    }
+
+    /// `launcher program args`, output to `log`, its pid recorded.
+    fn spawn_logged(
+        &self,
+        mut launcher: Command,
+        ns: &str,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<Child> {
         let out = std::fs::File::create(log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
+        let child = launcher
             .arg(program)
             .args(args)
             .stdin(Stdio::null())

@@ -327,7 +327,8 @@ fn autoscale_follows_the_vip_connection_rate_reported_by_agents() {
 fn service_ports_are_assigned_from_10000_and_kept_across_updates() {
     let mut c = cluster_with_agents(1);
     let two_ports = br#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0},{"port":0}]}"#;
-    c.create_app(parse_app(two_ports, None).unwrap(), 0).unwrap();
+    c.create_app(parse_app(two_ports, None).unwrap(), 0)
+        .unwrap();
     let fixed = br#"{"id":"/b","cmd":"x","portDefinitions":[{"port":10002},{"port":0}]}"#;
     c.create_app(parse_app(fixed, None).unwrap(), 0).unwrap();
     let ports = |c: &Cluster, id: &str| -> Vec<u16> {
