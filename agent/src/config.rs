@@ -81,6 +81,7 @@ pub struct RawControl {
     pub agent_id: Option<String>,
     pub hostname: Option<String>,
     pub advertise_ip: Option<String>,
+    pub token: Option<String>,
 }
 
 /// The validated `[control]` table: the agent follows a `garrison-control`.
@@ -94,6 +95,8 @@ pub struct ControlConfig {
     pub hostname: Option<String>,
     /// `None`: the local address the control is reached from.
     pub advertise_ip: Option<std::net::IpAddr>,
+    /// Sent as `Authorization: token=…` when the control has one.
+    pub token: Option<String>,
 }
 
 fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError> {
@@ -134,6 +137,7 @@ fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError>
         agent_id: c.agent_id,
         hostname: c.hostname,
         advertise_ip,
+        token: c.token,
     }))
 }
 
@@ -405,6 +409,7 @@ impl RawConfig {
         take!(control.agent_id);
         take!(control.hostname);
         take!(control.advertise_ip);
+        take!(control.token);
         self
     }
 

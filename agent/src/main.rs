@@ -138,6 +138,9 @@ struct RunArgs {
     /// address the control is reached from].
     #[arg(long)]
     advertise_ip: Option<String>,
+    /// The control's token, if it has one.
+    #[arg(long, env = "GARRISON_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
 }
 
 impl RunArgs {
@@ -174,6 +177,7 @@ impl RunArgs {
                 agent_id: self.agent_id.clone(),
                 hostname: self.hostname.clone(),
                 advertise_ip: self.advertise_ip.clone(),
+                token: self.control_token.clone(),
             },
             health: RawHealth {
                 timeout_ms: self.health_timeout_ms,
@@ -496,6 +500,7 @@ fn link_config(
         }
     };
     Ok(garrison_agent::control_link::LinkConfig {
+        token: c.token.clone(),
         stream_url: c.stream_url.clone(),
         agent_id,
         hostname,

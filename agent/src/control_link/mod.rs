@@ -40,6 +40,30 @@ pub struct LinkConfig {
     pub agent_id: String,
     pub hostname: String,
     pub ip: IpAddr,
+    /// Sent as `Authorization: token=…`.
+    pub token: Option<String>,
+}
+
+/// The WebSocket handshake request, with the token when there is one.
+fn stream_request(
+    config: &LinkConfig,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = config.stream_url.as_str().into_client_request()?;
+    if let Some(token) = &config.token {
+        let value = format!("token={token}").parse().map_err(|_| {
+            tokio_tungstenite::tungstenite::Error::Url(
+                tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                    "the control token is not a valid header value".into(),
+                ),
+            )
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    Ok(request)
 }
 
 /// Health state kept across reconnects: the last result and the check tasks.
@@ -85,9 +109,11 @@ pub async fn run(
     loop {
         // No Nagle: a status update or an acknowledgement is one small frame
         // that must not wait for the previous one's ACK (a drain is latency).
-        match tokio_tungstenite::connect_async_with_config(config.stream_url.as_str(), None, true)
-            .await
-        {
+        let connected = match stream_request(&config) {
+            Ok(request) => tokio_tungstenite::connect_async_with_config(request, None, true).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok((ws, _)) => {
                 tracing::info!(url = %config.stream_url, "connected to the control");
                 backoff = Duration::from_millis(100);
@@ -409,5 +435,34 @@ impl Session<'_> {
                 );
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_carries_the_token() {
+        let mut config = LinkConfig {
+            stream_url: "ws://127.0.0.1:8080/v1/agents/stream".into(),
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            token: None,
+        };
+        assert!(
+            stream_request(&config)
+                .unwrap()
+                .headers()
+                .get("authorization")
+                .is_none()
+        );
+        config.token = Some("s3cret".into());
+        let r = stream_request(&config).unwrap();
+        assert_eq!(r.headers()["authorization"], "token=s3cret");
+        assert_eq!(r.uri().path(), "/v1/agents/stream");
+        config.token = Some("bad\nvalue".into());
+        assert!(stream_request(&config).is_err());
     }
 }

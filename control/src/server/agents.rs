@@ -1,7 +1,8 @@
 //! The agents' side of the control: `GET /v1/agents/stream` (WebSocket, one
 //! per agent, see `garrison_proto`), `GET /v1/agents` and `GET /v1/vips`.
 //!
-//! A stream must open with a `register` message within 10 s. Orders for the
+//! With a token configured, the upgrade request needs it (`Authorization:
+//! token=T`). A stream must open with a `register` message within 10 s. Orders for the
 //! agent are queued per connection; a newer stream of the same agent replaces
 //! the older one. A closed stream marks the agent disconnected (it keeps its
 //! tasks until the agent timeout).
@@ -27,8 +28,23 @@ pub fn router(control: Arc<Control>) -> Router {
         .with_state(control)
 }
 
-async fn stream(State(control): State<Arc<Control>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve_agent(control, socket))
+async fn stream(
+    State(control): State<Arc<Control>>,
+    headers: axum::http::HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    // Agents receive orders and report tasks: with a token, they need it too.
+    if !control.token_ok(&headers) {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"message": "agents need Authorization: token=<token>"})),
+        )
+            .into_response();
+    }
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| serve_agent(control, socket)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 fn parse(msg: &Message) -> Option<Result<AgentMessage, String>> {

@@ -65,20 +65,7 @@ fn store_error(e: ControlError) -> Response {
 
 /// Mutations need the token when one is configured.
 fn authorized(control: &Control, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &control.config().token else {
-        return Ok(());
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.strip_prefix("token=")
-                .or_else(|| v.strip_prefix("Bearer "))
-                .unwrap_or(v)
-                .trim()
-                .to_string()
-        });
-    if given.as_deref() == Some(token.as_str()) {
+    if control.token_ok(headers) {
         Ok(())
     } else {
         Err(Box::new(message(

@@ -189,6 +189,24 @@ impl Control {
         self.events.subscribe()
     }
 
+    /// Whether `headers` carry the token (`Authorization: token=T` or
+    /// `Bearer T`), or none is configured.
+    pub fn token_ok(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(token) = &self.config.token else {
+            return true;
+        };
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.strip_prefix("token=")
+                    .or_else(|| v.strip_prefix("Bearer "))
+                    .unwrap_or(v)
+                    .trim()
+            })
+            == Some(token.as_str())
+    }
+
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }

@@ -1,0 +1,118 @@
+//! The control server on real sockets (loopback): token checks on the API and
+//! the agents' stream, 422 details, and the store across a restart.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use garrison_control::client::http_request;
+use garrison_control::cluster::ClusterConfig;
+use garrison_control::server::{Control, ServerConfig, run};
+use garrison_control::store::Store;
+
+/// Runs a control on ephemeral loopback ports until the returned sender is dropped.
+fn start(
+    dir: &std::path::Path,
+    token: Option<&str>,
+) -> (
+    SocketAddr,
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr().unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns_tcp = std::net::TcpListener::bind(udp.local_addr().unwrap()).unwrap();
+    for s in [&http, &dns_tcp] {
+        s.set_nonblocking(true).unwrap();
+    }
+    udp.set_nonblocking(true).unwrap();
+    let store = Store::open(dir).unwrap();
+    let config = ServerConfig {
+        advertise: addr,
+        token: token.map(str::to_string),
+        domain: "mesos".into(),
+        tick: std::time::Duration::from_millis(50),
+    };
+    let control: Arc<Control> = Control::new(store, ClusterConfig::default(), config).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let http = tokio::net::TcpListener::from_std(http).unwrap();
+            let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+            let dns_tcp = tokio::net::TcpListener::from_std(dns_tcp).unwrap();
+            run(control, http, udp, dns_tcp, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    (addr, handle, stop_tx)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("garrison-control-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+const APP: &str = r#"{"id":"/web","cmd":"sleep 100","portDefinitions":[{"port":0,"labels":{"VIP_0":"/web:80"}}]}"#;
+
+#[test]
+fn the_token_guards_mutations_and_the_agents_stream() {
+    let dir = temp_dir("token");
+    let (addr, handle, stop) = start(&dir, Some("s3cret"));
+    let (status, body) = http_request(addr, "POST", "/v2/apps", Some(APP)).unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http_request(addr, "GET", "/v1/agents/stream", None).unwrap();
+    assert_eq!(
+        status, 401,
+        "an agent without the token is refused before the upgrade"
+    );
+    let (status, body) = http_request(addr, "GET", "/v2/apps", None).unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"apps":[]}"#),
+        "reads need no token; nothing was created"
+    );
+    drop(stop);
+    handle.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn apps_survive_a_restart_and_bad_json_changes_nothing() {
+    let dir = temp_dir("restart");
+    let (addr, handle, stop) = start(&dir, None);
+    let (status, body) = http_request(addr, "POST", "/v2/apps", Some(APP)).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http_request(addr, "POST", "/v2/apps", Some(APP)).unwrap();
+    assert_eq!(status, 409, "{body}");
+    let (status, body) =
+        http_request(addr, "PUT", "/v2/apps/web", Some(r#"{"cpus":"lots"}"#)).unwrap();
+    assert_eq!(status, 422, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["details"][0]["path"], "/cpus");
+    let (_, before) = http_request(addr, "GET", "/v1/vips", None).unwrap();
+    drop(stop);
+    handle.join().unwrap();
+
+    let (addr, handle, stop) = start(&dir, None);
+    let (status, body) = http_request(addr, "GET", "/v2/apps/web", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["app"]["cpus"], 1.0, "the refused PUT changed nothing");
+    assert_eq!(v["app"]["portDefinitions"][0]["port"], 10000);
+    let (_, after) = http_request(addr, "GET", "/v1/vips", None).unwrap();
+    let ip = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["vips"][0]["ip"].clone()
+    };
+    assert_eq!(ip(&before), ip(&after), "the named VIP kept its address");
+    assert!(ip(&after).as_str().unwrap().starts_with("11."));
+    drop(stop);
+    handle.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
