@@ -116,3 +116,43 @@ fn apps_survive_a_restart_and_bad_json_changes_nothing() {
     handle.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn events_stream_api_posts_and_deployments() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = temp_dir("events");
+    let (addr, handle, stop) = start(&dir, None);
+    let mut sse = std::net::TcpStream::connect(addr).unwrap();
+    sse.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        sse,
+        "GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(sse);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    // No instances can run (no agents), so only the POST's event comes.
+    let app = r#"{"id":"/quiet","cmd":"sleep 1","instances":0}"#;
+    let (status, _) = http_request(addr, "POST", "/v2/apps", Some(app)).unwrap();
+    assert_eq!(status, 201);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(e) = line.trim().strip_prefix("event: ") {
+            events.push(e.to_string());
+        }
+    }
+    // An app of 0 instances is deployed at once.
+    assert_eq!(events, vec!["api_post_event", "deployment_success"]);
+    // Shutdown completes with the event stream still open.
+    drop(stop);
+    handle.join().unwrap();
+    drop(reader);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -85,8 +85,14 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket) {
     if let Err(e) = control.mutate(|c, now| c.agent_registered(registration, now)) {
         tracing::error!(error = %e, "committing a registration failed");
     }
+    let (_, mut stopping) = control.subscribe();
     loop {
         tokio::select! {
+            // Shutting down: close the stream (agents reconnect to the next control).
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
             order = rx.recv() => {
                 let Some(order) = order else { break };
                 let text = serde_json::to_string(&order).expect("serialisable");

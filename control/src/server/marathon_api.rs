@@ -302,14 +302,19 @@ async fn info(State(control): State<Arc<Control>>) -> Response {
 async fn events(
     State(control): State<Arc<Control>>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let rx = control.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let subscription = control.subscribe();
+    let stream = futures_util::stream::unfold(subscription, |(mut rx, mut stopping)| async move {
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                // The server is stopping: end the stream so shutdown completes.
+                _ = stopping.wait_for(|s| *s) => return None,
+            };
+            match received {
                 Ok(v) => {
                     let kind = v["eventType"].as_str().unwrap_or("event").to_string();
                     let event = Event::default().event(kind).data(v.to_string());
-                    return Some((Ok(event), rx));
+                    return Some((Ok(event), (rx, stopping)));
                 }
                 // A slow reader skips what it missed, as Marathon's event bus does.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

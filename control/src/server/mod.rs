@@ -59,6 +59,8 @@ pub struct Control {
     config: ServerConfig,
     started: Instant,
     next_conn: std::sync::atomic::AtomicU64,
+    /// Flips to true at shutdown: long-lived responses (`/v2/events`) end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// An API or store failure, mapped to an HTTP status by the handlers.
@@ -97,6 +99,7 @@ impl Control {
             config,
             started: Instant::now(),
             next_conn: std::sync::atomic::AtomicU64::new(1),
+            stopping: tokio::sync::watch::channel(false).0,
         });
         control.refresh_authority(&control.cluster.lock().expect("cluster"));
         Ok(control)
@@ -184,9 +187,14 @@ impl Control {
         self.authority.read().expect("authority").clone()
     }
 
-    /// Subscribes to `/v2/events`.
-    pub fn subscribe(&self) -> broadcast::Receiver<serde_json::Value> {
-        self.events.subscribe()
+    /// Subscribes to `/v2/events`, and to the shutdown that ends it.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        broadcast::Receiver<serde_json::Value>,
+        tokio::sync::watch::Receiver<bool>,
+    ) {
+        (self.events.subscribe(), self.stopping.subscribe())
     }
 
     /// Whether `headers` carry the token (`Authorization: token=T` or
@@ -282,6 +290,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    control.stopping.send_replace(true);
     udp.abort();
     tcp.abort();
     match server.await {
