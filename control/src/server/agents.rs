@@ -105,6 +105,14 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket) {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }
+                // An agent declared lost while its stream stayed open (a
+                // partition) must re-register: its tasks were replaced, and
+                // registration is where the stale ones get killed.
+                if control.read(|c, _| c.agents.get(&agent).is_some_and(|a| a.lost)) {
+                    tracing::warn!(%agent, "message from an agent marked lost: closing its stream to make it re-register");
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
                 match parse(&msg) {
                     None => {}
                     Some(Err(e)) => tracing::warn!(%agent, error = %e, "unreadable agent message ignored"),
