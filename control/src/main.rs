@@ -52,6 +52,9 @@ enum Command {
         /// How often agents heartbeat.
         #[arg(long, default_value_t = 1000)]
         heartbeat_ms: u64,
+        /// Forward names outside our zones to this DNS server (default: refuse them).
+        #[arg(long)]
+        dns_forward: Option<std::net::SocketAddr>,
     },
     /// Run the DRF allocator on a scenario file and print the outcome as JSON.
     Simulate {
@@ -90,6 +93,7 @@ fn main() -> Result<()> {
             domain,
             agent_timeout_secs,
             heartbeat_ms,
+            dns_forward,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -111,6 +115,7 @@ fn main() -> Result<()> {
                 token,
                 domain: domain.trim_matches('.').to_string(),
                 tick: std::time::Duration::from_millis(250),
+                dns_forward,
             };
             let control = Control::new(store, cluster, config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()

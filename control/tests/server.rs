@@ -1,5 +1,6 @@
 //! The control server on real sockets (loopback): token checks on the API and
-//! the agents' stream, 422 details, and the store across a restart.
+//! the agents' stream, 422 details, the store across a restart, `/v2/events`,
+//! DNS refusal and forwarding.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -8,19 +9,27 @@ use garrison_control::cluster::ClusterConfig;
 use garrison_control::server::{Control, ServerConfig, run};
 use garrison_control::store::Store;
 
+type Stop = tokio::sync::oneshot::Sender<()>;
+type Handle = std::thread::JoinHandle<()>;
+
 /// Runs a control on ephemeral loopback ports until the returned sender is dropped.
-fn start(
+fn start(dir: &std::path::Path, token: Option<&str>) -> (SocketAddr, Handle, Stop) {
+    let (addr, _, handle, stop) = start_dns(dir, token, "mesos", None);
+    (addr, handle, stop)
+}
+
+/// Like [`start`], with the DNS zone and forwarder; also returns the DNS address.
+fn start_dns(
     dir: &std::path::Path,
     token: Option<&str>,
-) -> (
-    SocketAddr,
-    std::thread::JoinHandle<()>,
-    tokio::sync::oneshot::Sender<()>,
-) {
+    domain: &str,
+    dns_forward: Option<SocketAddr>,
+) -> (SocketAddr, SocketAddr, Handle, Stop) {
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = http.local_addr().unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dns_tcp = std::net::TcpListener::bind(udp.local_addr().unwrap()).unwrap();
+    let dns = udp.local_addr().unwrap();
+    let dns_tcp = std::net::TcpListener::bind(dns).unwrap();
     for s in [&http, &dns_tcp] {
         s.set_nonblocking(true).unwrap();
     }
@@ -29,8 +38,9 @@ fn start(
     let config = ServerConfig {
         advertise: addr,
         token: token.map(str::to_string),
-        domain: "mesos".into(),
+        domain: domain.into(),
         tick: std::time::Duration::from_millis(50),
+        dns_forward,
     };
     let control: Arc<Control> = Control::new(store, ClusterConfig::default(), config).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -50,7 +60,7 @@ fn start(
             .unwrap();
         });
     });
-    (addr, handle, stop_tx)
+    (addr, dns, handle, stop_tx)
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -155,4 +165,42 @@ fn events_stream_api_posts_and_deployments() {
     handle.join().unwrap();
     drop(reader);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn foreign_names_are_refused_or_forwarded_when_asked() {
+    use garrison_control::dns::client::query_a;
+    use hickory_proto::op::ResponseCode;
+    let (dir_up, dir, dir_plain) = (
+        temp_dir("upstream"),
+        temp_dir("forwarder"),
+        temp_dir("plain"),
+    );
+    // The "upstream" is another control, authoritative for `up.`.
+    let (_, up_dns, up_handle, up_stop) = start_dns(&dir_up, None, "up", None);
+    let (_, dns, handle, stop) = start_dns(&dir, None, "mesos", Some(up_dns));
+    let (_, plain_dns, plain_handle, plain_stop) = start_dns(&dir_plain, None, "mesos", None);
+    let forwarded = query_a(dns, "leader.up").unwrap();
+    assert_eq!(forwarded.rcode, ResponseCode::NoError);
+    assert_eq!(forwarded.addresses, vec![std::net::Ipv4Addr::LOCALHOST]);
+    assert_eq!(
+        query_a(plain_dns, "leader.up").unwrap().rcode,
+        ResponseCode::Refused
+    );
+    // Our own zone is still answered locally.
+    assert_eq!(
+        query_a(dns, "leader.mesos").unwrap().addresses,
+        vec![std::net::Ipv4Addr::LOCALHOST]
+    );
+    for (s, h) in [
+        (stop, handle),
+        (up_stop, up_handle),
+        (plain_stop, plain_handle),
+    ] {
+        drop(s);
+        h.join().unwrap();
+    }
+    for d in [dir, dir_up, dir_plain] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

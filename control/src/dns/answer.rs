@@ -5,7 +5,7 @@
 //! addresses as additionals), SOA at a zone apex; a name under a zone with no
 //! record of any type is NXDOMAIN (with the SOA), a name with records of
 //! other types is NOERROR without answers. Names outside the zones are
-//! REFUSED (no recursion). Malformed queries get FORMERR when an id can be
+//! REFUSED, unless the server forwards them ([`is_foreign`] tells which). Malformed queries get FORMERR when an id can be
 //! read, otherwise no answer.
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -74,6 +74,24 @@ fn address_records(
         })
         .map(|rdata| Record::from_rdata(owner.clone(), ttl, rdata))
         .collect()
+}
+
+/// Whether `request` is a well-formed query for a name outside every zone
+/// (what a forwarder may send upstream instead of refusing).
+pub fn is_foreign(request: &[u8], auth: &Authority) -> bool {
+    let Ok(req) = Message::from_vec(request) else {
+        return false;
+    };
+    let Some(q) = req.queries().first() else {
+        return false;
+    };
+    let name = q.name().to_lowercase().to_ascii();
+    let name = if name.ends_with('.') {
+        name
+    } else {
+        format!("{name}.")
+    };
+    req.op_code() == OpCode::Query && auth.zone_of(&name).is_none()
 }
 
 /// The response to `request`, or `None` when it cannot even be parsed.
@@ -237,6 +255,22 @@ mod tests {
         assert_eq!(r.response_code(), ResponseCode::Refused);
         let r = ask("mesos.", RecordType::SOA);
         assert_eq!(r.answers().len(), 1);
+    }
+
+    #[test]
+    fn foreign_names_are_told_apart() {
+        let q = |name: &str| {
+            let mut m = Message::new();
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            m.to_vec().unwrap()
+        };
+        assert!(is_foreign(&q("example.com."), &authority()));
+        assert!(!is_foreign(&q("web.marathon.mesos."), &authority()));
+        assert!(!is_foreign(
+            &q("nope.l4lb.thisdcos.directory."),
+            &authority()
+        ));
+        assert!(!is_foreign(&[1, 2, 3], &authority()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Mesos-DNS's faces of the control: the DNS server (UDP and TCP, answering
-//! through [`crate::dns::answer`]) and its HTTP API: `/v1/version`,
+//! through [`crate::dns::answer`]; names outside its zones are refused, or
+//! forwarded to `--dns-forward` when set) and its HTTP API: `/v1/version`,
 //! `/v1/config`, `/v1/hosts/{host}` → `[{"host","ip"}]`,
 //! `/v1/services/{service}` → `[{"service","host","ip","port"}]`. Unknown
 //! names give Mesos-DNS's single empty entry.
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Control;
-use crate::dns::answer::answer;
+use crate::dns::answer::{answer, is_foreign};
 
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
@@ -87,6 +88,33 @@ async fn services(
     Json(out)
 }
 
+/// The reply for one query: ours, or the upstream's for a foreign name when
+/// forwarding is on (2 s timeout; SERVFAIL-free: no answer on timeout).
+async fn reply(control: &Control, query: &[u8]) -> Option<Vec<u8>> {
+    let auth = control.authority();
+    match control.config().dns_forward {
+        Some(upstream) if is_foreign(query, &auth) => forward(upstream, query).await,
+        _ => answer(query, &auth),
+    }
+}
+
+async fn forward(upstream: std::net::SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let bind = if upstream.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    sock.send_to(query, upstream).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let fut = sock.recv_from(&mut buf);
+    let (n, from) = tokio::time::timeout(std::time::Duration::from_secs(2), fut)
+        .await
+        .ok()?
+        .ok()?;
+    (from == upstream).then(|| buf[..n].to_vec())
+}
+
 /// Answers DNS over UDP until `stop`.
 pub async fn serve_udp(
     control: Arc<Control>,
@@ -99,8 +127,7 @@ pub async fn serve_udp(
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             got = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = got else { continue };
-                let auth = control.authority();
-                if let Some(mut reply) = answer(&buf[..n], &auth) {
+                if let Some(mut reply) = reply(&control, &buf[..n]).await {
                     if reply.len() > 512 {
                         // Too big for plain UDP: header with TC set, no records.
                         reply.truncate(12);
@@ -132,7 +159,7 @@ pub async fn serve_tcp(
                             let len = conn.read_u16().await? as usize;
                             let mut msg = vec![0u8; len];
                             conn.read_exact(&mut msg).await?;
-                            let Some(reply) = answer(&msg, &control.authority()) else {
+                            let Some(reply) = reply(&control, &msg).await else {
                                 return Ok::<(), std::io::Error>(());
                             };
                             conn.write_u16(reply.len() as u16).await?;

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub domain: String,
     /// The periodic pass (timeouts, deployments).
     pub tick: Duration,
+    /// Upstream DNS server for names outside our zones (`None`: REFUSED).
+    pub dns_forward: Option<SocketAddr>,
 }
 
 /// The running control.
