@@ -566,3 +566,30 @@ pub fn task_forks_stop_at_the_pids_limit() {
     assert!(stderr.to_lowercase().contains("fork"), "stderr: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A new launcher on the same work directory (an agent restarted after a
+/// crash) kills what the previous one left running and removes its cgroups.
+pub fn tasks_left_by_an_earlier_agent_are_killed_at_start() {
+    let rig = Rig::new("orphans");
+    let id = unique("orphan");
+    rig.launch(&id, "sleep 300", 0.1, 16.0);
+    let layout = garrison_agent::isolation::cgroups::Layout::detect().unwrap();
+    assert!(
+        garrison_agent::isolation::cgroups::TaskCgroups::existing(&layout, &id).is_some(),
+        "the running task has cgroups"
+    );
+    // The "restarted agent": a second launcher on the same work directory.
+    let _restarted = Launcher::new(LauncherConfig {
+        work_dir: rig.dir.clone(),
+        kill_grace: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .expect("second launcher");
+    let end = rig.wait_end(&id, 5);
+    assert!(end.state.is_terminal(), "the orphan was killed: {end:?}");
+    assert_eq!(end.exit_status, Some(128 + libc::SIGKILL), "{end:?}");
+    assert!(
+        garrison_agent::isolation::cgroups::TaskCgroups::existing(&layout, &id).is_none(),
+        "its cgroups are gone"
+    );
+}

@@ -30,6 +30,7 @@ pub use crate::isolation::{
     task_busy_loop_gets_half_a_cpu, task_forks_stop_at_the_pids_limit,
     task_over_disk_quota_is_killed_by_the_du_watcher,
     task_over_memory_limit_fails_with_memory_limit, task_past_its_project_quota_gets_edquot,
+    tasks_left_by_an_earlier_agent_are_killed_at_start,
 };
 pub use crate::nfqueue::{
     nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
@@ -69,6 +70,7 @@ macro_rules! with_scenarios {
             task_over_disk_quota_is_killed_by_the_du_watcher,
             task_past_its_project_quota_gets_edquot,
             task_forks_stop_at_the_pids_limit,
+            tasks_left_by_an_earlier_agent_are_killed_at_start,
             control_runs_an_app_behind_a_named_vip_and_drains_failures,
             control_restart_loses_nothing_and_lost_agents_are_replaced,
             control_autoscales_an_app_from_vip_connection_rates

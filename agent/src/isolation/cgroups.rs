@@ -150,6 +150,24 @@ impl TaskCgroups {
         Ok(TaskCgroups { by_controller })
     }
 
+    /// The task's directories that exist now (a task left by an earlier
+    /// agent), or `None` when there are none.
+    pub fn existing(layout: &Layout, task: &str) -> Option<TaskCgroups> {
+        let by_controller: BTreeMap<&'static str, (PathBuf, bool)> = layout
+            .controllers
+            .iter()
+            .filter_map(|(c, h)| {
+                let (mount, v2) = match h {
+                    Hierarchy::V1(p) => (p, false),
+                    Hierarchy::V2(p) => (p, true),
+                };
+                let dir = mount.join(PARENT).join(task);
+                dir.is_dir().then_some((*c, (dir, v2)))
+            })
+            .collect();
+        (!by_controller.is_empty()).then_some(TaskCgroups { by_controller })
+    }
+
     /// The directory holding `controller`'s files, and whether it is v2.
     pub fn dir(&self, controller: &str) -> Option<(&Path, bool)> {
         self.by_controller

@@ -130,6 +130,24 @@ struct Inner {
     changes: tokio::sync::broadcast::Sender<TaskInfo>,
 }
 
+/// Kills what tasks of an earlier agent (same work directory) left running
+/// and removes their cgroups: tasks are not re-adopted, and an orphan would
+/// hold its ports and resources while its replacement is launched.
+fn reap_orphans(layout: &Layout, tasks_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tasks_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().to_string();
+        let Some(cg) = TaskCgroups::existing(layout, &id) else {
+            continue;
+        };
+        let pids = cg.pids().len();
+        let gone = cg.destroy();
+        tracing::warn!(task = %id, processes = pids, cgroups_removed = gone, "task left by an earlier agent killed (tasks are not re-adopted)");
+    }
+}
+
 /// Runs and tracks tasks (cheap to clone: shared state).
 #[derive(Clone)]
 pub struct Launcher {
@@ -175,6 +193,7 @@ impl Launcher {
         let tasks_dir = config.work_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)
             .map_err(io_err(format!("creating {}", config.work_dir.display())))?;
+        reap_orphans(&layout, &tasks_dir);
         let wants = |n: &str| config.isolators.iter().any(|i| i == n);
         let disk = if wants("disk/quota") {
             super::quota::supported(&tasks_dir)
