@@ -168,6 +168,8 @@ pub enum ClusterError {
     AppExists(String),
     #[error("App is locked by one or more deployments: {0}")]
     Locked(String),
+    #[error("Task '{0}' does not exist")]
+    UnknownTask(String),
 }
 
 impl Cluster {
@@ -299,6 +301,33 @@ impl Cluster {
         }
         self.touch_app(id);
         Ok(self.start_deployment(id, true, now_ms))
+    }
+
+    /// Kills one task of an app (`DELETE /v2/apps/{id}/tasks/{task}`); with
+    /// `scale` the app also loses an instance (a deployment id is returned),
+    /// without it the task is replaced.
+    pub fn kill_app_task(
+        &mut self,
+        app_id: &str,
+        task_id: &str,
+        scale: bool,
+        now_ms: u64,
+    ) -> Result<Option<String>, ClusterError> {
+        if !self.apps.contains_key(app_id) {
+            return Err(ClusterError::UnknownApp(app_id.to_string()));
+        }
+        if !self.tasks.get(task_id).is_some_and(|t| t.app_id == app_id) {
+            return Err(ClusterError::UnknownTask(task_id.to_string()));
+        }
+        self.kill_task(task_id);
+        if !scale {
+            return Ok(None);
+        }
+        if let Some(app) = self.apps.get_mut(app_id) {
+            app.instances = app.instances.saturating_sub(1);
+        }
+        self.touch_app(app_id);
+        Ok(Some(self.start_deployment(app_id, false, now_ms)))
     }
 
     fn start_deployment(&mut self, app_id: &str, removing: bool, now_ms: u64) -> String {

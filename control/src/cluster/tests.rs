@@ -343,3 +343,31 @@ fn service_ports_are_assigned_from_10000_and_kept_across_updates() {
     assert_eq!(ports(&c, "/a"), vec![10000, 10001]);
     assert_eq!(c.apps["/a"].version, 2);
 }
+
+#[test]
+fn killing_one_task_replaces_it_or_scales_down() {
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    c.drain();
+    let victim = l[0].1.task_id.clone();
+    assert_eq!(
+        c.kill_app_task("/web", "nope", false, 3),
+        Err(ClusterError::UnknownTask("nope".into()))
+    );
+    assert_eq!(c.kill_app_task("/web", &victim, false, 3), Ok(None));
+    c.tick(3);
+    let out = c.drain();
+    assert_eq!(kills(&out), vec![victim.clone()]);
+    assert_eq!(launches(&out).len(), 1, "replaced while it is being killed");
+    c.task_status(&l[0].0, &status(&victim, "TASK_KILLED", None), 4);
+    c.tick(4);
+    assert!(launches(&c.drain()).is_empty());
+    let other = l[1].1.task_id.clone();
+    let deployment = c.kill_app_task("/web", &other, true, 5).unwrap();
+    assert!(deployment.is_some());
+    assert_eq!(c.apps["/web"].instances, 2);
+    c.tick(5);
+    c.task_status(&l[1].0, &status(&other, "TASK_KILLED", None), 6);
+    c.tick(6);
+    assert!(launches(&c.drain()).is_empty(), "scaled down: not replaced");
+}

@@ -1,5 +1,6 @@
 //! Marathon's REST API, the supported subset: `/v2/apps` (POST, GET),
-//! `/v2/apps/{id}` (GET, PUT, DELETE), `/v2/apps/{id}/tasks`, `/v2/tasks`,
+//! `/v2/apps/{id}` (GET, PUT, DELETE), `/v2/apps/{id}/tasks`,
+//! `DELETE /v2/apps/{id}/tasks/{task}[?scale=true]`, `/v2/tasks`,
 //! `/v2/deployments`, `/v2/info` and `/v2/events` (server-sent events).
 //!
 //! Errors have Marathon's shapes: `{"message": …}` (404, 409, 401, 503) and
@@ -50,7 +51,7 @@ fn invalid(e: InvalidApp) -> Response {
 
 fn cluster_error(e: ClusterError) -> Response {
     let status = match e {
-        ClusterError::UnknownApp(_) => StatusCode::NOT_FOUND,
+        ClusterError::UnknownApp(_) | ClusterError::UnknownTask(_) => StatusCode::NOT_FOUND,
         ClusterError::AppExists(_) | ClusterError::Locked(_) => StatusCode::CONFLICT,
     };
     message(status, e.to_string())
@@ -234,18 +235,48 @@ async fn put_app(
     }
 }
 
+/// `?scale=true` on a task kill.
+#[derive(serde::Deserialize, Default)]
+struct KillQuery {
+    #[serde(default)]
+    scale: bool,
+}
+
 async fn delete_app(
     State(control): State<Arc<Control>>,
     Path(path): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<KillQuery>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&control, &headers) {
         return *r;
     }
+    if let Some((app, task)) = path.split_once("/tasks/") {
+        return kill_task(&control, app, task, query.scale);
+    }
     let (raw, _) = split_tasks(&path);
     let id = normalize_id(&raw).unwrap_or(raw);
     match control.mutate(|c, now| c.delete_app(&id, now)) {
         Ok(Ok(deployment)) => Json(json!({ "deploymentId": deployment })).into_response(),
+        Ok(Err(e)) => cluster_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `DELETE /v2/apps/{id}/tasks/{task}[?scale=true]`.
+fn kill_task(control: &Control, app: &str, task: &str, scale: bool) -> Response {
+    let id = normalize_id(app).unwrap_or_else(|_| app.to_string());
+    let task_json_now = control.read(|c, _| {
+        let checks = c.apps.get(&id).is_some_and(|a| !a.health_checks.is_empty());
+        c.tasks.get(task).map(|t| task_json(t, checks))
+    });
+    match control.mutate(|c, now| c.kill_app_task(&id, task, scale, now)) {
+        Ok(Ok(Some(deployment))) => {
+            let version = control.read(|c, _| c.apps.get(&id).map_or(0, |a| a.version));
+            Json(json!({ "deploymentId": deployment, "version": version.to_string() }))
+                .into_response()
+        }
+        Ok(Ok(None)) => Json(json!({ "task": task_json_now })).into_response(),
         Ok(Err(e)) => cluster_error(e),
         Err(e) => store_error(e),
     }
