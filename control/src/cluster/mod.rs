@@ -316,7 +316,7 @@ impl Cluster {
         if !self.apps.contains_key(app_id) {
             return Err(ClusterError::UnknownApp(app_id.to_string()));
         }
-        if !self.tasks.get(task_id).is_some_and(|t| t.app_id == app_id) {
+        if self.tasks.get(task_id).is_none_or(|t| t.app_id != app_id) {
             return Err(ClusterError::UnknownTask(task_id.to_string()));
         }
         self.kill_task(task_id);
