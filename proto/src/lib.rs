@@ -66,7 +66,8 @@ pub struct Registration {
     pub tasks: Vec<TaskStatus>,
 }
 
-/// An agent's total resources, as its `/state` reports them.
+/// An agent's total resources, as its `/state` reports them; the totals
+/// include `reserved` (the rest is unreserved).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentResources {
     pub cpus: f64,

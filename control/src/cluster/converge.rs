@@ -147,12 +147,21 @@ impl Cluster {
             .filter(|a| a.connected && !a.lost)
             .filter_map(|a| {
                 let r = &a.resources;
-                let mut text = format!("cpus:{};mem:{};disk:{};ports:{}", r.cpus, r.mem, r.disk, r.ports);
+                // Totals include the reservation: the rest is unreserved.
+                let (rc, rm, rd) = r.reserved.as_ref().map_or((0.0, 0.0, 0.0), |x| (x.cpus, x.mem, x.disk));
+                let mut text = format!(
+                    "cpus:{};mem:{};disk:{};ports:{}",
+                    (r.cpus - rc).max(0.0),
+                    (r.mem - rm).max(0.0),
+                    (r.disk - rd).max(0.0),
+                    r.ports
+                );
                 if let Some(res) = &r.reserved {
                     text.push_str(&format!(
-                        ";cpus({role}):{};mem({role}):{}",
+                        ";cpus({role}):{};mem({role}):{};disk({role}):{}",
                         res.cpus,
                         res.mem,
+                        res.disk,
                         role = res.role
                     ));
                 }

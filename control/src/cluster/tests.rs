@@ -371,3 +371,68 @@ fn killing_one_task_replaces_it_or_scales_down() {
     c.tick(6);
     assert!(launches(&c.drain()).is_empty(), "scaled down: not replaced");
 }
+
+#[test]
+fn reservations_are_offered_only_to_their_role() {
+    let mut c = Cluster::restore(
+        ClusterConfig::default(),
+        vec![],
+        vec![],
+        Meta::default(),
+        7,
+        0,
+    );
+    let mut reg = registration(1, vec![]);
+    reg.resources.cpus = 2.0;
+    reg.resources.reserved = Some(garrison_proto::Reservation {
+        role: "db".into(),
+        cpus: 1.5,
+        mem: 256.0,
+        disk: 0.0,
+    });
+    c.agent_registered(reg, 0);
+    c.drain();
+    // 0.5 unreserved CPU: a 1-CPU app in the default role cannot run.
+    c.create_app(
+        parse_app(br#"{"id":"/web","cmd":"x","cpus":1,"mem":32}"#, None).unwrap(),
+        0,
+    )
+    .unwrap();
+    c.tick(0);
+    assert!(launches(&c.drain()).is_empty());
+    // The reserving role gets its 1.5 CPUs and the unreserved 0.5: two
+    // 1-CPU instances of three.
+    let db = br#"{"id":"/db","cmd":"x","cpus":1,"mem":32,"role":"db","instances":3}"#;
+    c.create_app(parse_app(db, None).unwrap(), 1).unwrap();
+    c.tick(1);
+    let l = launches(&c.drain());
+    assert_eq!(l.len(), 2);
+    assert!(l.iter().all(|(_, t)| t.app_id == "/db"));
+    // Still two after a restore (the running tasks hold what they used).
+    for (_, t) in &l {
+        c.task_status("agent1", &status(&t.task_id, "TASK_RUNNING", None), 2);
+    }
+    c.tick(2);
+    c.drain();
+    let apps: Vec<_> = c.apps.values().cloned().collect();
+    let tasks: Vec<_> = c.tasks.values().cloned().collect();
+    let mut r = Cluster::restore(ClusterConfig::default(), apps, tasks, c.meta.clone(), 8, 10);
+    let running: Vec<TaskStatus> = l
+        .iter()
+        .map(|(_, t)| status(&t.task_id, "TASK_RUNNING", None))
+        .collect();
+    let mut reg = registration(1, running);
+    reg.resources.cpus = 2.0;
+    reg.resources.reserved = Some(garrison_proto::Reservation {
+        role: "db".into(),
+        cpus: 1.5,
+        mem: 256.0,
+        disk: 0.0,
+    });
+    r.agent_registered(reg, 10);
+    r.tick(10);
+    assert!(
+        launches(&r.drain()).is_empty(),
+        "no second db instance, no web instance"
+    );
+}

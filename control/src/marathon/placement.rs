@@ -74,65 +74,95 @@ pub fn allocator_role(role: &str) -> String {
     }
 }
 
-fn task_resources(cpus: f64, mem: f64, disk: f64, ports: &[u16]) -> Result<Bundle, AllocatorError> {
-    let mut b = Bundle::default();
-    for (k, v) in [("cpus", cpus), ("mem", mem), ("disk", disk)] {
-        if v > 0.0 {
-            b.scalars.insert(k.to_string(), Quantity::from_f64(k, v)?);
-        }
-    }
-    if !ports.is_empty() {
-        let ranges = ports
-            .iter()
-            .map(|&p| (u64::from(p), u64::from(p)))
-            .collect();
-        b.ranges.insert("ports".into(), RangeSet::new(ranges));
-    }
-    Ok(b)
+/// Which ports a task takes.
+enum Ports<'a> {
+    /// The lowest free ones, this many.
+    Any(usize),
+    /// These (a running task's).
+    Exactly(&'a [u16]),
 }
 
-/// Takes `need`'s resources out of `offer` (unreserved first, then the
-/// offer's reservation for its role), or `None` if they do not fit.
-fn take(offer: &mut Resources, need: &Need) -> Option<Vec<u16>> {
-    let pick_ports = |b: &Bundle| -> Option<Vec<u16>> {
-        let free = b.ranges.get("ports").cloned().unwrap_or_default();
-        if (free.count() as usize) < need.ports {
-            return None;
-        }
-        let taken = free.take(need.ports as u64);
-        Some(
-            taken
-                .ranges()
-                .iter()
-                .flat_map(|&(a, b)| a..=b)
-                .map(|p| p as u16)
-                .collect(),
-        )
-    };
-    // Try the reservation of the offer's role, then unreserved resources.
-    let keys: Vec<Option<String>> = offer
-        .reserved
-        .keys()
-        .cloned()
-        .map(Some)
-        .chain(std::iter::once(None))
-        .collect();
-    for key in keys {
-        let bundle = match &key {
-            Some(role) => offer.reserved.get_mut(role)?,
-            None => &mut offer.unreserved,
-        };
-        let Some(ports) = pick_ports(bundle) else {
+/// How a task's resources split over `pools` (reservations first, then
+/// unreserved): each scalar from the first pools that hold it, each port from
+/// the pool that has it free. `None` when they do not fit.
+fn split(
+    pools: &[&Bundle],
+    scalars: &[(&str, f64)],
+    ports: Ports,
+) -> Option<(Vec<Bundle>, Vec<u16>)> {
+    let mut plan = vec![Bundle::default(); pools.len()];
+    for &(name, amount) in scalars {
+        if amount <= 0.0 {
             continue;
-        };
-        let Ok(want) = task_resources(need.cpus, need.mem, need.disk, &ports) else {
+        }
+        let mut left = Quantity::from_f64(name, amount).ok()?;
+        for (i, pool) in pools.iter().enumerate() {
+            let take = pool.scalar(name).min(left);
+            if !take.is_zero() {
+                plan[i].scalars.insert(name.to_string(), take);
+                left = left.saturating_sub(take);
+            }
+        }
+        if !left.is_zero() {
             return None;
-        };
-        if bundle.contains(&want) && bundle.subtract(&want).is_ok() {
-            return Some(ports);
         }
     }
-    None
+    let free = |pool: &Bundle| pool.ranges.get("ports").cloned().unwrap_or_default();
+    let mut chosen = Vec::new();
+    let mut add = |i: usize, set: RangeSet, plan: &mut Vec<Bundle>| {
+        chosen.extend(
+            set.ranges()
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .map(|p| p as u16),
+        );
+        let cur = plan[i].ranges.entry("ports".into()).or_default();
+        *cur = cur.union(&set);
+    };
+    match ports {
+        Ports::Any(mut n) => {
+            for (i, pool) in pools.iter().enumerate() {
+                if n == 0 {
+                    break;
+                }
+                let taken = free(pool).take(n as u64);
+                n -= taken.count() as usize;
+                add(i, taken, &mut plan);
+            }
+            if n > 0 {
+                return None;
+            }
+        }
+        Ports::Exactly(list) => {
+            for &port in list {
+                let one = RangeSet::new(vec![(u64::from(port), u64::from(port))]);
+                let i = pools.iter().position(|pool| free(pool).contains(&one))?;
+                add(i, one, &mut plan);
+            }
+        }
+    }
+    chosen.sort_unstable();
+    Some((plan, chosen))
+}
+
+/// Takes `need`'s resources out of `offer` (its reservations first, then
+/// unreserved), or `None` if they do not fit.
+fn take(offer: &mut Resources, need: &Need) -> Option<Vec<u16>> {
+    let scalars = [("cpus", need.cpus), ("mem", need.mem), ("disk", need.disk)];
+    let keys: Vec<String> = offer.reserved.keys().cloned().collect();
+    let (plan, ports) = {
+        let mut pools: Vec<&Bundle> = keys.iter().map(|k| &offer.reserved[k]).collect();
+        pools.push(&offer.unreserved);
+        split(&pools, &scalars, Ports::Any(need.ports))?
+    };
+    for (i, part) in plan.iter().enumerate() {
+        let pool = match keys.get(i) {
+            Some(k) => offer.reserved.get_mut(k)?,
+            None => &mut offer.unreserved,
+        };
+        pool.subtract(part).ok()?;
+    }
+    Some(ports)
 }
 
 /// Places up to `need.count` instances of each need.
@@ -158,19 +188,43 @@ pub fn place(
         if !agents.iter().any(|a| a.id == u.agent) {
             continue;
         }
-        let offer = Offer {
-            framework: FRAMEWORK.into(),
-            role: allocator_role(&u.role),
-            agent: u.agent.clone(),
-            resources: Resources {
-                unreserved: task_resources(u.cpus, u.mem, u.disk, &u.ports)?,
+        // The task holds its role's reservation first, then unreserved
+        // resources, as it was placed.
+        let role = allocator_role(&u.role);
+        let available = alloc.available(&u.agent)?;
+        let empty = Bundle::default();
+        let reserved = available.reserved.get(&u.role).unwrap_or(&empty);
+        let scalars = [("cpus", u.cpus), ("mem", u.mem), ("disk", u.disk)];
+        let held = split(
+            &[reserved, &available.unreserved],
+            &scalars,
+            Ports::Exactly(&u.ports),
+        )
+        .is_some_and(|(plan, _)| {
+            let mut parts = plan.into_iter();
+            let (res, unres) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let mut resources = Resources {
+                unreserved: unres,
                 reserved: BTreeMap::new(),
-            },
-        };
+            };
+            if !res.is_empty() {
+                resources.reserved.insert(u.role.clone(), res);
+            }
+            let offer = Offer {
+                framework: FRAMEWORK.into(),
+                role: role.clone(),
+                agent: u.agent.clone(),
+                resources,
+            };
+            alloc.add_used(&offer).is_ok()
+        });
         // A task the agent reported beyond its totals (totals shrank) is
         // still running; place around it as best we can.
-        if let Err(e) = alloc.add_used(&offer) {
-            tracing::warn!(error = %e, "running task does not fit its agent's reported resources");
+        if !held {
+            tracing::warn!(agent = %u.agent, role = %u.role, "running task does not fit its agent's reported resources");
         }
     }
     let hostnames: BTreeMap<&str, &str> = agents
@@ -179,15 +233,20 @@ pub fn place(
         .collect();
     let mut remaining: Vec<usize> = needs.iter().map(|n| n.count).collect();
     let mut on_agents: Vec<BTreeSet<String>> = needs.iter().map(|n| n.on_agents.clone()).collect();
-    let max_rounds = remaining.iter().sum::<usize>() + 1;
+    // Each round either places an instance or filters an (agent, role) pair
+    // for the rest of this pass, so the rounds are bounded.
+    let max_rounds = remaining.iter().sum::<usize>() + agents.len() * roles.len() + 1;
     for _ in 0..max_rounds {
+        if remaining.iter().all(|&r| r == 0) {
+            break;
+        }
         let offers = alloc.allocate();
         if offers.is_empty() {
             break;
         }
-        let mut placed_any = false;
         for offer in offers {
             let mut left = offer.resources.clone();
+            let mut placed = false;
             for (i, need) in needs.iter().enumerate() {
                 if allocator_role(&need.role) != offer.role {
                     continue;
@@ -204,7 +263,7 @@ pub fn place(
                     };
                     remaining[i] -= 1;
                     on_agents[i].insert(offer.agent.clone());
-                    placed_any = true;
+                    placed = true;
                     out.push(Placement {
                         app_id: need.app_id.clone(),
                         agent: offer.agent.clone(),
@@ -212,15 +271,19 @@ pub fn place(
                     });
                 }
             }
-            // Decline what is left, no filter: it is offered again next round.
+            // Decline what is left. An offer of the agent's unreserved
+            // resources that nothing fitted is declined with a filter (as
+            // Marathon declines with refuse_seconds), so they go to the next
+            // role in DRF order; a reservation-only offer is not filtered (its
+            // role may fit once it is offered the unreserved part too); an
+            // offer that fitted comes back next round.
+            let refuse = (!placed && !offer.resources.unreserved.is_empty())
+                .then_some(std::time::Duration::from_secs(3600));
             let declined = Offer {
                 resources: left,
                 ..offer
             };
-            alloc.recover(&declined, None)?;
-        }
-        if !placed_any || remaining.iter().all(|&r| r == 0) {
-            break;
+            alloc.recover(&declined, refuse)?;
         }
     }
     Ok(out)
@@ -326,5 +389,59 @@ mod tests {
         let count = |app: &str| placed.iter().filter(|p| p.app_id == app).count();
         // A runs 3, B runs 2: both at a dominant share of 2/3.
         assert_eq!((count("/a"), count("/b")), (3, 2), "{placed:?}");
+    }
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use super::*;
+
+    #[test]
+    fn a_role_gets_its_reservation_and_others_do_not() {
+        let agents = [AgentSlot {
+            id: "a1".into(),
+            hostname: "h".into(),
+            total: Resources::parse(
+                "cpus:0.5;mem:768;disk:1000;ports:[31000-31009];cpus(db):1.5;mem(db):256",
+            )
+            .unwrap(),
+        }];
+        let need = |app: &str, role: &str, count| Need {
+            app_id: app.into(),
+            role: role.into(),
+            cpus: 1.0,
+            mem: 32.0,
+            disk: 0.0,
+            ports: 1,
+            count,
+            unique_hosts: false,
+            only_host: None,
+            on_agents: BTreeSet::new(),
+        };
+        // /web (default role) sees only 0.5 unreserved CPU; /db gets its 1.5
+        // reserved plus the unreserved 0.5: two 1-CPU instances, the second
+        // one using both.
+        let placed = place(&agents, &[], &[need("/web", "*", 1), need("/db", "db", 3)]).unwrap();
+        let apps: Vec<&str> = placed.iter().map(|p| p.app_id.as_str()).collect();
+        assert_eq!(apps, vec!["/db", "/db"], "{placed:?}");
+        // The same resources held by running tasks: nothing more fits.
+        let used: Vec<UsedBy> = placed
+            .iter()
+            .map(|p| UsedBy {
+                agent: p.agent.clone(),
+                role: "db".into(),
+                cpus: 1.0,
+                mem: 32.0,
+                disk: 0.0,
+                ports: p.ports.clone(),
+            })
+            .collect();
+        let again = place(
+            &agents,
+            &used,
+            &[need("/web", "*", 1), need("/db", "db", 1)],
+        )
+        .unwrap();
+        assert!(again.is_empty(), "{again:?}");
     }
 }
