@@ -157,6 +157,9 @@ pub struct Cluster {
     autoscalers: BTreeMap<String, autoscale::AppAutoscaler>,
     outbox: Vec<Outgoing>,
     dirty: Dirty,
+    /// Bumped by every change DNS answers depend on (tasks, agents, acks,
+    /// the VIP table), so the server regenerates records only then.
+    dns_epoch: u64,
 }
 
 /// Why an API call was refused.
@@ -209,6 +212,7 @@ impl Cluster {
             autoscalers: BTreeMap::new(),
             outbox: Vec::new(),
             dirty: Dirty::default(),
+            dns_epoch: 0,
         };
         // The table the stored tasks imply (sent to agents as they register).
         cluster.vip_table.vips = cluster.compute_vips();
@@ -242,6 +246,12 @@ impl Cluster {
 
     fn touch_task(&mut self, id: &str) {
         self.dirty.tasks.insert(id.to_string());
+        self.dns_epoch += 1;
+    }
+
+    /// Changes whenever what DNS answers may have changed.
+    pub fn dns_epoch(&self) -> u64 {
+        self.dns_epoch
     }
 
     fn touch_app(&mut self, id: &str) {
@@ -388,6 +398,7 @@ impl Cluster {
     /// An agent (re-)registered: its tasks are reconciled (unknown ones
     /// killed, ones it no longer has lost) and it gets the VIP table.
     pub fn agent_registered(&mut self, reg: Registration, now_ms: u64) {
+        self.dns_epoch += 1;
         let id = reg.agent_id.clone();
         self.agents.insert(
             id.clone(),
@@ -477,8 +488,11 @@ impl Cluster {
     }
 
     pub fn vip_ack(&mut self, agent: &str, revision: u64) {
-        if let Some(a) = self.agents.get_mut(agent) {
-            a.acked_revision = a.acked_revision.max(revision);
+        if let Some(a) = self.agents.get_mut(agent)
+            && revision > a.acked_revision
+        {
+            a.acked_revision = revision;
+            self.dns_epoch += 1;
         }
     }
 
@@ -553,6 +567,7 @@ impl Cluster {
         for a in self.agents.values_mut() {
             if !a.lost && now_ms.saturating_sub(a.last_seen_ms) > timeout {
                 a.lost = true;
+                self.dns_epoch += 1;
                 a.connected = false;
                 lost_agents.push(a.id.clone());
             }

@@ -101,6 +101,7 @@ impl Cluster {
             return;
         }
         self.meta.vip_revision += 1;
+        self.dns_epoch += 1;
         let revision = self.meta.vip_revision;
         for v in &vips {
             if let Some(name) = &v.name {

@@ -63,6 +63,8 @@ pub struct Control {
     next_conn: std::sync::atomic::AtomicU64,
     /// Flips to true at shutdown: long-lived responses (`/v2/events`) end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The cluster's DNS epoch the records were last built at.
+    dns_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// An API or store failure, mapped to an HTTP status by the handlers.
@@ -102,6 +104,7 @@ impl Control {
             started: Instant::now(),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
+            dns_epoch: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         control.refresh_authority(&control.cluster.lock().expect("cluster"));
         Ok(control)
@@ -125,13 +128,20 @@ impl Control {
         // drain must not wait for an fsync. The caller's answer waits for it.
         let out = cluster.drain();
         self.dispatch(out);
+        let epoch = cluster.dns_epoch();
+        if self
+            .dns_epoch
+            .swap(epoch, std::sync::atomic::Ordering::Relaxed)
+            != epoch
+        {
+            self.refresh_authority(&cluster);
+        }
         let dirty = cluster.take_dirty();
         let committed = self.store.commit(&cluster, &dirty);
         if committed.is_err() {
             // Keep the records dirty for the next commit.
             cluster.restore_dirty(dirty);
         }
-        self.refresh_authority(&cluster);
         committed?;
         Ok(result)
     }
