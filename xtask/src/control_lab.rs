@@ -138,6 +138,9 @@ impl<'a> ControlLab<'a> {
                 &run.join(format!("{name}.log")),
             )?;
         }
+        // VIPs leave the client through its veth (inside the lab only): the
+        // NFQUEUE path sees their SYNs there; the eBPF path never routes them.
+        lab.exec_in(&client, &["ip", "route", "add", "11.0.0.0/8", "dev", "eth0"])?;
         let mut args = agent_args("client", CLIENT_IP, &lab.cgroup())?;
         args.push("--no-tasks".to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
