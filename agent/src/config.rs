@@ -38,6 +38,7 @@
 //! cpu_hard_limit = true            # cpu.max / cfs_quota as well as shares
 //! pids_max = 4096
 //! kill_grace_secs = 3
+//! kill_tasks_on_exit = false       # false: tasks outlive the agent and are re-adopted at its restart
 //! ports = "[31000-32000]"
 //! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
@@ -157,6 +158,7 @@ pub struct RawIsolation {
     pub hook_command: Option<PathBuf>,
     pub disk_watch_ms: Option<u64>,
     pub disk_enforce: Option<bool>,
+    pub kill_tasks_on_exit: Option<bool>,
 }
 
 /// The validated `[isolation]` table.
@@ -167,6 +169,9 @@ pub struct IsolationConfig {
     pub ports: String,
     pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
+    /// Kill every task when the agent stops (default: leave them running; the
+    /// next agent on the same work directory re-adopts them).
+    pub kill_tasks_on_exit: bool,
 }
 
 /// `[nfqueue]` as written.
@@ -324,6 +329,7 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
         ports,
         api_token: i.api_token,
         reserved: i.reserved,
+        kill_tasks_on_exit: i.kill_tasks_on_exit.unwrap_or(false),
     })
 }
 
@@ -405,6 +411,7 @@ impl RawConfig {
         take!(isolation.work_dir);
         take!(isolation.isolators);
         take!(isolation.api_token);
+        take!(isolation.kill_tasks_on_exit);
         take!(control.url);
         take!(control.agent_id);
         take!(control.hostname);

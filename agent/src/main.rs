@@ -124,6 +124,10 @@ struct RunArgs {
     /// Do not serve the task endpoints.
     #[arg(long)]
     no_tasks: bool,
+    /// Kill every task when the agent stops (default: tasks keep running and
+    /// the next agent on the same work directory re-adopts them).
+    #[arg(long)]
+    kill_tasks_on_exit: bool,
     /// Follow a garrison-control at http://HOST:PORT: register, run its
     /// tasks, program its VIP table.
     #[arg(long)]
@@ -166,6 +170,7 @@ impl RunArgs {
                 enabled: self.no_tasks.then_some(false),
                 work_dir: self.work_dir.clone(),
                 isolators: self.isolators.clone(),
+                kill_tasks_on_exit: self.kill_tasks_on_exit.then_some(true),
                 ..Default::default()
             },
             nfqueue: RawNfqueue {
@@ -334,15 +339,28 @@ fn run_agent(config: Config) -> Result<()> {
     // plane is dropped (the NFQUEUE path removes its rules and sets).
     drop(runtime);
     if let Some(Ok(launcher)) = tasks.as_ref().map(|t| &t.launcher) {
-        let killed = launcher.kill_all();
-        if killed > 0 {
-            tracing::info!(
-                tasks = killed,
-                "tasks killed at shutdown (tasks are not re-adopted after a restart)"
-            );
+        if config.isolation.kill_tasks_on_exit {
+            let killed = launcher.kill_all();
+            if killed > 0 {
+                tracing::info!(
+                    tasks = killed,
+                    "tasks killed at shutdown (kill_tasks_on_exit)"
+                );
+            }
+        } else {
+            let running = launcher
+                .list()
+                .iter()
+                .filter(|t| !t.state.is_terminal())
+                .count();
+            if running > 0 {
+                tracing::info!(
+                    tasks = running,
+                    "tasks left running; the next agent on this work directory re-adopts them"
+                );
+            }
         }
     }
-    drop(shared);
     if !pinned {
         tracing::info!("stopped; rules and sets removed");
     } else if config.cleanup_on_exit {

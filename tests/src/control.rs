@@ -184,6 +184,7 @@ impl ControlRig {
             "--work-dir",
             work.to_str().unwrap(),
             "--cleanup",
+            "--kill-tasks-on-exit",
             "--control",
             &format!("http://{control}"),
             "--agent-id",

@@ -568,28 +568,52 @@ pub fn task_forks_stop_at_the_pids_limit() {
 }
 
 /// A new launcher on the same work directory (an agent restarted after a
-/// crash) kills what the previous one left running and removes its cgroups.
-pub fn tasks_left_by_an_earlier_agent_are_killed_at_start() {
-    let rig = Rig::new("orphans");
-    let id = unique("orphan");
-    rig.launch(&id, "sleep 300", 0.1, 16.0);
-    let layout = garrison_agent::isolation::cgroups::Layout::detect().unwrap();
-    assert!(
-        garrison_agent::isolation::cgroups::TaskCgroups::existing(&layout, &id).is_some(),
-        "the running task has cgroups"
-    );
+/// crash) re-adopts the running tasks: their state, resources and cgroups;
+/// it can kill them, and sees those that end by themselves end.
+pub fn a_restarted_launcher_readopts_running_tasks() {
+    use garrison_agent::isolation::cgroups::{Layout, TaskCgroups};
+    let rig = Rig::new("readopt");
+    let (long, short) = (unique("long"), unique("short"));
+    rig.launch(&long, "sleep 300", 0.1, 16.0);
+    rig.launch(&short, "sleep 1", 0.1, 16.0);
+    let layout = Layout::detect().unwrap();
     // The "restarted agent": a second launcher on the same work directory.
-    let _restarted = Launcher::new(LauncherConfig {
+    let restarted = Launcher::new(LauncherConfig {
         work_dir: rig.dir.clone(),
         kill_grace: Duration::from_millis(500),
         ..Default::default()
     })
     .expect("second launcher");
-    let end = rig.wait_end(&id, 5);
-    assert!(end.state.is_terminal(), "the orphan was killed: {end:?}");
-    assert_eq!(end.exit_status, Some(128 + libc::SIGKILL), "{end:?}");
+    let t = restarted.get(&long).expect("re-adopted");
+    assert_eq!(t.state, TaskState::Running);
+    assert_eq!((t.resources.cpus, t.resources.mem), (0.1, 16.0));
     assert!(
-        garrison_agent::isolation::cgroups::TaskCgroups::existing(&layout, &id).is_none(),
+        restarted
+            .statistics()
+            .iter()
+            .any(|(i, s)| i.id == long && s.processes >= 1),
+        "statistics of the re-adopted task come from its cgroups"
+    );
+    // The short one ends by itself: seen, with an unknown exit status.
+    let end = wait_end(&restarted, &short, 10);
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert!(
+        end.reason.as_deref().unwrap_or("").contains("unknown"),
+        "{end:?}"
+    );
+    // The long one is killed through the new launcher.
+    restarted.kill(&long).unwrap();
+    let end = wait_end(&restarted, &long, 10);
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    assert!(
+        TaskCgroups::existing(&layout, &long).is_none(),
         "its cgroups are gone"
+    );
+    assert!(
+        !rig.dir
+            .join("meta/tasks")
+            .join(format!("{long}.json"))
+            .exists(),
+        "its recovery record is gone"
     );
 }

@@ -129,6 +129,8 @@ impl<'a> ControlLab<'a> {
             args.extend([
                 "--work-dir".to_string(),
                 path(&run.join(format!("{name}-work")))?,
+                // The lab's namespaces go with the demo: so do the tasks.
+                "--kill-tasks-on-exit".to_string(),
             ]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             lab.spawn_in_net(
@@ -140,7 +142,10 @@ impl<'a> ControlLab<'a> {
         }
         // VIPs leave the client through its veth (inside the lab only): the
         // NFQUEUE path sees their SYNs there; the eBPF path never routes them.
-        lab.exec_in(&client, &["ip", "route", "add", "11.0.0.0/8", "dev", "eth0"])?;
+        lab.exec_in(
+            &client,
+            &["ip", "route", "add", "11.0.0.0/8", "dev", "eth0"],
+        )?;
         let mut args = agent_args("client", CLIENT_IP, &lab.cgroup())?;
         args.push("--no-tasks".to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -3,6 +3,9 @@
 //! with the configured isolators; tracks STAGING → RUNNING → FINISHED /
 //! FAILED / KILLED; kills with a grace period (SIGTERM, then SIGKILL to every
 //! process in the task's cgroups); removes the cgroups when the task ends.
+//! A record per running task (`<work_dir>/meta/tasks/<id>.json`) lets a
+//! restarted agent re-adopt it: its cgroups are watched until they empty
+//! (the exit status of a task that is no longer our child is unknown).
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -130,22 +133,31 @@ struct Inner {
     changes: tokio::sync::broadcast::Sender<TaskInfo>,
 }
 
-/// Kills what tasks of an earlier agent (same work directory) left running
-/// and removes their cgroups: tasks are not re-adopted, and an orphan would
-/// hold its ports and resources while its replacement is launched.
-fn reap_orphans(layout: &Layout, tasks_dir: &Path) {
-    let Ok(entries) = fs::read_dir(tasks_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let id = entry.file_name().to_string_lossy().to_string();
-        let Some(cg) = TaskCgroups::existing(layout, &id) else {
-            continue;
-        };
-        let pids = cg.pids().len();
-        let gone = cg.destroy();
-        tracing::warn!(task = %id, processes = pids, cgroups_removed = gone, "task left by an earlier agent killed (tasks are not re-adopted)");
-    }
+/// What a restarted agent needs to re-adopt a running task, kept in
+/// `<work_dir>/meta/tasks/<id>.json` from launch until the task ends.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecoveryRecord {
+    spec: TaskSpec,
+    started_unix_ms: u64,
+    project: Option<u32>,
+}
+
+fn meta_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("meta").join("tasks")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a task's processes ended.
+enum Exit {
+    /// The shell was our child: its status.
+    Known(std::io::Result<std::process::ExitStatus>),
+    /// A re-adopted task: its processes are gone, the status is not ours to read.
+    Unknown,
 }
 
 /// Runs and tracks tasks (cheap to clone: shared state).
@@ -193,7 +205,6 @@ impl Launcher {
         let tasks_dir = config.work_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)
             .map_err(io_err(format!("creating {}", config.work_dir.display())))?;
-        reap_orphans(&layout, &tasks_dir);
         let wants = |n: &str| config.isolators.iter().any(|i| i == n);
         let disk = if wants("disk/quota") {
             super::quota::supported(&tasks_dir)
@@ -212,7 +223,7 @@ impl Launcher {
         } else {
             DiskMode::None
         };
-        Ok(Launcher {
+        let launcher = Launcher {
             inner: Arc::new(Inner {
                 config,
                 layout,
@@ -222,7 +233,100 @@ impl Launcher {
                 tasks: Mutex::new(BTreeMap::new()),
                 changes: tokio::sync::broadcast::channel(1024).0,
             }),
-        })
+        };
+        launcher.recover();
+        Ok(launcher)
+    }
+
+    /// Re-adopts the tasks an earlier agent (same work directory) left
+    /// running: their cgroups, resources and sandboxes, watched until their
+    /// processes end. Cgroups of tasks without a record (or with no process
+    /// left) are removed, their processes killed.
+    fn recover(&self) {
+        let layout = &self.inner.layout;
+        let tasks_dir = self.inner.config.work_dir.join("tasks");
+        let meta = meta_dir(&self.inner.config.work_dir);
+        let Ok(entries) = fs::read_dir(&tasks_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().to_string();
+            let record_path = meta.join(format!("{id}.json"));
+            let record: Option<RecoveryRecord> = fs::read_to_string(&record_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let Some(cg) = TaskCgroups::existing(layout, &id) else {
+                let _ = fs::remove_file(&record_path);
+                continue;
+            };
+            let record = match record {
+                Some(r) if r.spec.id == id && !cg.pids().is_empty() => r,
+                _ => {
+                    let pids = cg.pids().len();
+                    let gone = cg.destroy();
+                    let _ = fs::remove_file(&record_path);
+                    tracing::warn!(task = %id, processes = pids, cgroups_removed = gone, "leftover task without a recovery record: killed");
+                    continue;
+                }
+            };
+            let age = Duration::from_millis(unix_ms().saturating_sub(record.started_unix_ms));
+            let sandbox = entry.path();
+            let info = TaskInfo {
+                id: id.clone(),
+                state: TaskState::Running,
+                reason: None,
+                exit_status: None,
+                sandbox: sandbox.display().to_string(),
+                resources: record.spec.resources,
+            };
+            self.inner.tasks.lock().expect("tasks").insert(
+                id.clone(),
+                Task {
+                    info,
+                    cgroups: Some(cg),
+                    kill_requested: false,
+                    limitation: None,
+                    project: record.project,
+                    disk_used: 0,
+                    started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                },
+            );
+            tracing::info!(task = %id, running_secs = age.as_secs(), "task re-adopted");
+            let me = self.clone();
+            let watched = id.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("task-{id}"))
+                .spawn(move || me.watch_readopted(&watched));
+            if let Err(e) = spawned {
+                tracing::error!(task = %id, error = %e, "cannot watch a re-adopted task");
+            }
+            if self.inner.disk == DiskMode::Du {
+                let me = self.clone();
+                let limit = (record.spec.resources.disk * 1024.0 * 1024.0) as u64;
+                let watched = id.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("du-{id}"))
+                    .spawn(move || me.watch_disk(&watched, &sandbox, limit));
+            }
+        }
+    }
+
+    /// A re-adopted task is not our child: its end is its cgroups emptying.
+    fn watch_readopted(&self, id: &str) {
+        loop {
+            let cg = self
+                .inner
+                .tasks
+                .lock()
+                .expect("tasks")
+                .get(id)
+                .and_then(|t| t.cgroups.clone());
+            match cg {
+                Some(cg) if !cg.pids().is_empty() => std::thread::sleep(Duration::from_millis(50)),
+                _ => break,
+            }
+        }
+        self.finish(id, Exit::Unknown);
     }
 
     /// State changes from now on (a lagging subscriber should re-read
@@ -346,6 +450,7 @@ impl Launcher {
             t.info.clone()
         };
         let _ = self.inner.changes.send(info.clone());
+        self.write_record(spec);
         let me = self.clone();
         let id = spec.id.clone();
         std::thread::Builder::new()
@@ -397,9 +502,45 @@ impl Launcher {
         }
     }
 
-    /// Waits for the task's shell, decides its final state, cleans up.
+    /// Keeps what a restarted agent needs to re-adopt the task (a failure
+    /// is logged: the task runs, it just would not be re-adopted).
+    fn write_record(&self, spec: &TaskSpec) {
+        let dir = meta_dir(&self.inner.config.work_dir);
+        let project = self
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(&spec.id)
+            .and_then(|t| t.project);
+        let record = RecoveryRecord {
+            spec: spec.clone(),
+            started_unix_ms: unix_ms(),
+            project,
+        };
+        let path = dir.join(format!("{}.json", spec.id));
+        let write = || -> std::io::Result<()> {
+            fs::create_dir_all(&dir)?;
+            let tmp = path.with_extension("tmp");
+            fs::write(
+                &tmp,
+                serde_json::to_vec(&record).map_err(std::io::Error::other)?,
+            )?;
+            fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(task = %spec.id, error = %e, "cannot write the task's recovery record");
+        }
+    }
+
+    /// Waits for the task's shell, then finishes it.
     fn wait_for(&self, id: &str, mut child: std::process::Child) {
         let status = child.wait();
+        self.finish(id, Exit::Known(status));
+    }
+
+    /// Decides the task's final state and cleans up (cgroups, quota, record).
+    fn finish(&self, id: &str, exit: Exit) {
         let cg = self
             .inner
             .tasks
@@ -411,18 +552,27 @@ impl Launcher {
             .as_ref()
             .and_then(|cg| self.inner.isolators.iter().find_map(|i| i.limitation(cg)));
         let cleaned = cg.as_ref().is_none_or(TaskCgroups::destroy);
+        let _ = fs::remove_file(meta_dir(&self.inner.config.work_dir).join(format!("{id}.json")));
         let mut tasks = self.inner.tasks.lock().expect("tasks");
         let Some(t) = tasks.get_mut(id) else { return };
+        if t.info.state.is_terminal() {
+            return;
+        }
         use std::os::unix::process::ExitStatusExt;
-        let (code, signal) = match &status {
-            Ok(s) => (s.code(), s.signal()),
-            Err(_) => (None, None),
+        let (code, signal) = match &exit {
+            Exit::Known(Ok(s)) => (s.code(), s.signal()),
+            _ => (None, None),
         };
         t.info.exit_status = code.or(signal.map(|s| 128 + s));
         (t.info.state, t.info.reason) = if t.kill_requested {
             (TaskState::Killed, Some("killed on request".into()))
         } else if let Some(why) = t.limitation.clone().or(limitation) {
             (TaskState::Failed, Some(why))
+        } else if matches!(exit, Exit::Unknown) {
+            (
+                TaskState::Failed,
+                Some("the task's processes ended; their exit status is unknown (re-adopted after an agent restart)".into()),
+            )
         } else if code == Some(0) {
             (TaskState::Finished, None)
         } else if let Some(c) = code {
