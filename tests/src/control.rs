@@ -112,6 +112,9 @@ struct RigAgent {
     process: Option<AgentProcess>,
     api: SocketAddr,
     work: PathBuf,
+    /// How it was started (to restart it).
+    args: Vec<String>,
+    log: PathBuf,
     _pins: TestPins,
     _cg: TestCgroup,
 }
@@ -197,11 +200,14 @@ impl ControlRig {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let process = AgentProcess::start(&args, api, dir.join(format!("agent-{which}.log")), "[");
+        let log = dir.join(format!("agent-{which}.log"));
+        let process = AgentProcess::start(&args, api, log.clone(), "[");
         RigAgent {
             process: Some(process),
             api,
             work,
+            args,
+            log,
             _pins: pins,
             _cg: cg,
         }
@@ -424,8 +430,9 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
 }
 
 /// The control restarts mid-flight and loses nothing (same tasks, same VIP;
-/// the agents keep serving meanwhile); an agent that goes away has its task
-/// replaced on the other one.
+/// the agents keep serving meanwhile); an agent that crashes and restarts
+/// re-adopts its tasks (none relaunched, checks resumed); an agent that goes
+/// away has its task replaced on the other one.
 pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
     let mut rig = ControlRig::new("ctl-restart");
     let tcp_check = r#"{"protocol":"TCP","gracePeriodSeconds":20,"intervalSeconds":0.2}"#;
@@ -467,6 +474,39 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
         format!("{}:80", vips["vips"][0]["ip"].as_str().unwrap()),
         vip_addr,
         "the named VIP kept its address"
+    );
+
+    // Agent A crashes (SIGKILL: its tasks keep running) and comes back: it
+    // re-adopts them, the control keeps them, their checks resume.
+    let a_tasks: Vec<String> = after
+        .iter()
+        .filter(|t| t.1 == "agent-a")
+        .map(|t| t.0.clone())
+        .collect();
+    if let Some(mut p) = rig.agents[0].process.take() {
+        p.signal(libc::SIGKILL);
+    }
+    let (args, api_a, log_a) = (
+        rig.agents[0].args.clone(),
+        rig.agents[0].api,
+        rig.agents[0].log.clone(),
+    );
+    rig.agents[0].process = Some(AgentProcess::start(&args, api_a, log_a, "["));
+    let readopted = rig.wait_steady(2, 20);
+    assert_eq!(ids(&readopted), ids(&before), "re-adopted, not relaunched");
+    assert!(
+        a_tasks
+            .iter()
+            .all(|id| readopted.iter().any(|t| &t.0 == id && t.3 == Some(true)))
+    );
+    wait_for("agent A's VIP back to 2 healthy backends", 10, || {
+        rig.agent_vip(0)
+            .filter(|(_, b)| b.len() == 2 && b.iter().all(|&(_, w)| w == 1))
+    });
+    assert_eq!(
+        rig.spread(&vip_addr, 6).len(),
+        2,
+        "both tasks answer after the agent restart"
     );
 
     // Agent B goes away (SIGTERM: it kills its tasks and closes its stream).

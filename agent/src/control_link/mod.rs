@@ -311,6 +311,14 @@ impl Session<'_> {
             }));
         };
         if let Some(t) = launcher.get(&l.task_id) {
+            // A replay. A running task without checks here (re-adopted after
+            // this agent restarted) gets its checks back.
+            if !t.state.is_terminal()
+                && !l.health_checks.is_empty()
+                && !health.checks.contains_key(&t.id)
+            {
+                self.start_checks(&l, health);
+            }
             let healthy = health.healthy.get(&t.id).copied().flatten();
             return Some(AgentMessage::TaskStatus(status_of(&t, healthy)));
         }
@@ -324,6 +332,26 @@ impl Session<'_> {
             },
             env: l.env.clone().into_iter().collect::<BTreeMap<_, _>>(),
         };
+        self.start_checks(&l, health);
+        let launcher = launcher.clone();
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            // RUNNING arrives through the launcher's changes; a refusal is reported here.
+            if let Err(e) = launcher.launch(spec) {
+                tracing::warn!(task = %l.task_id, error = %e, "launch refused");
+                let _ = done.blocking_send(TaskStatus {
+                    task_id: l.task_id,
+                    state: "TASK_FAILED".into(),
+                    reason: Some(e.to_string()),
+                    healthy: None,
+                });
+            }
+        });
+        None
+    }
+
+    /// Starts the task's health checks (none: nothing to do).
+    fn start_checks(&self, l: &LaunchTask, health: &mut Health) {
         let target = Target {
             task_id: l.task_id.clone(),
             ip: self.config.ip,
@@ -344,21 +372,6 @@ impl Session<'_> {
             health.checks.insert(l.task_id.clone(), handles);
             health.healthy.insert(l.task_id.clone(), None);
         }
-        let launcher = launcher.clone();
-        let done = done.clone();
-        tokio::task::spawn_blocking(move || {
-            // RUNNING arrives through the launcher's changes; a refusal is reported here.
-            if let Err(e) = launcher.launch(spec) {
-                tracing::warn!(task = %l.task_id, error = %e, "launch refused");
-                let _ = done.blocking_send(TaskStatus {
-                    task_id: l.task_id,
-                    state: "TASK_FAILED".into(),
-                    reason: Some(e.to_string()),
-                    healthy: None,
-                });
-            }
-        });
-        None
     }
 
     /// Kills a task (the final state arrives through the launcher's changes).

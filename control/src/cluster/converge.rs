@@ -84,6 +84,36 @@ fn plan_app(app: &App, tasks: &[&TaskRecord]) -> Plan {
     Plan { launch, kill }
 }
 
+/// The launch order of task `task_id` of `app` on host `host` with `ports`
+/// (also replayed to an agent that re-registers with the task, so it resumes
+/// the task's health checks).
+pub(super) fn launch_message(app: &App, task_id: &str, host: &str, ports: &[u16]) -> LaunchTask {
+    LaunchTask {
+        task_id: task_id.to_string(),
+        app_id: app.id.clone(),
+        cmd: app.cmd.clone(),
+        cpus: app.cpus,
+        mem: app.mem,
+        disk: app.disk,
+        ports: ports.to_vec(),
+        env: task_env(app, host, ports),
+        health_checks: app
+            .health_checks
+            .iter()
+            .map(|h| WireCheck {
+                protocol: h.protocol.clone(),
+                path: h.path.clone(),
+                port_index: h.port_index,
+                command: h.command.as_ref().map(|c| c.value.clone()),
+                grace_period_seconds: h.grace_period_seconds,
+                interval_seconds: h.interval_seconds,
+                timeout_seconds: h.timeout_seconds,
+                max_consecutive_failures: h.max_consecutive_failures,
+            })
+            .collect(),
+    }
+}
+
 impl Cluster {
     /// One convergence pass over every app.
     pub(super) fn converge(&mut self, now_ms: u64) {
@@ -224,30 +254,7 @@ impl Cluster {
             };
             self.tasks.insert(task_id.clone(), task);
             self.touch_task(&task_id);
-            let launch = LaunchTask {
-                task_id: task_id.clone(),
-                app_id: app.id.clone(),
-                cmd: app.cmd.clone(),
-                cpus: app.cpus,
-                mem: app.mem,
-                disk: app.disk,
-                ports: p.ports.clone(),
-                env: task_env(&app, &agent.hostname, &p.ports),
-                health_checks: app
-                    .health_checks
-                    .iter()
-                    .map(|h| WireCheck {
-                        protocol: h.protocol.clone(),
-                        path: h.path.clone(),
-                        port_index: h.port_index,
-                        command: h.command.as_ref().map(|c| c.value.clone()),
-                        grace_period_seconds: h.grace_period_seconds,
-                        interval_seconds: h.interval_seconds,
-                        timeout_seconds: h.timeout_seconds,
-                        max_consecutive_failures: h.max_consecutive_failures,
-                    })
-                    .collect(),
-            };
+            let launch = launch_message(&app, &task_id, &agent.hostname, &p.ports);
             self.send(&agent.id, ControlMessage::Launch(launch));
         }
     }

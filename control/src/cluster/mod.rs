@@ -446,7 +446,10 @@ impl Cluster {
             .collect();
         for task_id in mine {
             match reported.get(task_id.as_str()) {
-                Some(status) => self.apply_status(&id, status, now_ms),
+                Some(status) => {
+                    self.apply_status(&id, status, now_ms);
+                    self.replay_checks(&id, &task_id);
+                }
                 None => {
                     // Orders sent while the agent was away are replayed; a
                     // task the agent never started is lost.
@@ -472,6 +475,24 @@ impl Cluster {
         }
         let table = self.vip_table.clone();
         self.send(&id, ControlMessage::VipTable(table));
+    }
+
+    /// A task the agent still runs (e.g. re-adopted after the agent
+    /// restarted) whose app has health checks and which the agent reports
+    /// without a health result: the launch is replayed, which the agent
+    /// answers by resuming the task's checks.
+    fn replay_checks(&mut self, agent: &str, task_id: &str) {
+        let Some(t) = self.tasks.get(task_id) else {
+            return;
+        };
+        let Some(app) = self.apps.get(&t.app_id) else {
+            return;
+        };
+        if app.health_checks.is_empty() || t.is_killing() || t.healthy.is_some() {
+            return;
+        }
+        let launch = converge::launch_message(app, task_id, &t.host, &t.ports);
+        self.send(agent, ControlMessage::Launch(launch));
     }
 
     pub fn heartbeat(&mut self, agent: &str, now_ms: u64) {

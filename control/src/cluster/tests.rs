@@ -436,3 +436,28 @@ fn reservations_are_offered_only_to_their_role() {
         "no second db instance, no web instance"
     );
 }
+
+#[test]
+fn a_restarted_agent_gets_its_tasks_checks_back_by_a_replayed_launch() {
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    c.drain();
+    let (agent, task) = (&l[0].0, &l[0].1);
+    let i: usize = agent.trim_start_matches("agent").parse().unwrap();
+    // The agent restarted: it re-adopted the task but has no check result.
+    c.agent_registered(
+        registration(i, vec![status(&task.task_id, "TASK_RUNNING", None)]),
+        5,
+    );
+    let replayed = launches(&c.drain());
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].1.task_id, task.task_id);
+    assert_eq!(replayed[0].1.health_checks.len(), 1);
+    assert_eq!(replayed[0].1.ports, task.ports);
+    // With a result already (e.g. the control restarted instead): no replay.
+    c.agent_registered(
+        registration(i, vec![status(&task.task_id, "TASK_RUNNING", Some(true))]),
+        6,
+    );
+    assert!(launches(&c.drain()).is_empty());
+}
