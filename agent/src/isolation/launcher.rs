@@ -633,8 +633,8 @@ impl Launcher {
     }
 
     /// Kills every task and waits (up to the grace period and 2 s) for them
-    /// to end: the agent does not re-adopt tasks after a restart, so it must
-    /// not leave them running when it stops. Returns how many were killed.
+    /// to end (`kill_tasks_on_exit`: an agent leaving for good, or a lab).
+    /// Returns how many were killed.
     pub fn kill_all(&self) -> usize {
         let running: Vec<String> = self
             .list()
