@@ -311,17 +311,20 @@ impl Launcher {
         }
     }
 
+    /// The task's cgroups while it has them.
+    fn cgroups_of(&self, id: &str) -> Option<TaskCgroups> {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks")
+            .get(id)
+            .and_then(|t| t.cgroups.clone())
+    }
+
     /// A re-adopted task is not our child: its end is its cgroups emptying.
     fn watch_readopted(&self, id: &str) {
         loop {
-            let cg = self
-                .inner
-                .tasks
-                .lock()
-                .expect("tasks")
-                .get(id)
-                .and_then(|t| t.cgroups.clone());
-            match cg {
+            match self.cgroups_of(id) {
                 Some(cg) if !cg.pids().is_empty() => std::thread::sleep(Duration::from_millis(50)),
                 _ => break,
             }
@@ -541,13 +544,7 @@ impl Launcher {
 
     /// Decides the task's final state and cleans up (cgroups, quota, record).
     fn finish(&self, id: &str, exit: Exit) {
-        let cg = self
-            .inner
-            .tasks
-            .lock()
-            .expect("tasks")
-            .get(id)
-            .and_then(|t| t.cgroups.clone());
+        let cg = self.cgroups_of(id);
         let limitation = cg
             .as_ref()
             .and_then(|cg| self.inner.isolators.iter().find_map(|i| i.limitation(cg)));
