@@ -390,11 +390,6 @@ mod tests {
         // A runs 3, B runs 2: both at a dominant share of 2/3.
         assert_eq!((count("/a"), count("/b")), (3, 2), "{placed:?}");
     }
-}
-
-#[cfg(test)]
-mod reservation_tests {
-    use super::*;
 
     #[test]
     fn a_role_gets_its_reservation_and_others_do_not() {
@@ -406,22 +401,18 @@ mod reservation_tests {
             )
             .unwrap(),
         }];
-        let need = |app: &str, role: &str, count| Need {
-            app_id: app.into(),
-            role: role.into(),
-            cpus: 1.0,
-            mem: 32.0,
-            disk: 0.0,
-            ports: 1,
-            count,
-            unique_hosts: false,
-            only_host: None,
-            on_agents: BTreeSet::new(),
-        };
         // /web (default role) sees only 0.5 unreserved CPU; /db gets its 1.5
         // reserved plus the unreserved 0.5: two 1-CPU instances, the second
         // one using both.
-        let placed = place(&agents, &[], &[need("/web", "*", 1), need("/db", "db", 3)]).unwrap();
+        let placed = place(
+            &agents,
+            &[],
+            &[
+                need("/web", "*", 1.0, 32.0, 1),
+                need("/db", "db", 1.0, 32.0, 3),
+            ],
+        )
+        .unwrap();
         let apps: Vec<&str> = placed.iter().map(|p| p.app_id.as_str()).collect();
         assert_eq!(apps, vec!["/db", "/db"], "{placed:?}");
         // The same resources held by running tasks: nothing more fits.
@@ -439,7 +430,10 @@ mod reservation_tests {
         let again = place(
             &agents,
             &used,
-            &[need("/web", "*", 1), need("/db", "db", 1)],
+            &[
+                need("/web", "*", 1.0, 32.0, 1),
+                need("/db", "db", 1.0, 32.0, 1),
+            ],
         )
         .unwrap();
         assert!(again.is_empty(), "{again:?}");
