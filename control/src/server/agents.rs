@@ -157,9 +157,18 @@ async fn list(State(control): State<Arc<Control>>) -> impl IntoResponse {
         c.agents
             .values()
             .map(|a| {
+                // What its tasks hold, by their apps' resources.
+                let (mut cpus, mut mem, mut disk, mut tasks) = (0.0, 0.0, 0.0, 0);
+                for t in c.tasks.values().filter(|t| t.agent_id == a.id) {
+                    if let Some(app) = c.apps.get(&t.app_id) {
+                        (cpus, mem, disk) = (cpus + app.cpus, mem + app.mem, disk + app.disk);
+                    }
+                    tasks += 1;
+                }
                 serde_json::json!({
                     "id": a.id, "hostname": a.hostname, "ip": a.ip,
                     "resources": a.resources, "connected": a.connected, "lost": a.lost,
+                    "used": {"cpus": cpus, "mem": mem, "disk": disk, "tasks": tasks},
                     "last_seen_ms_ago": now.saturating_sub(a.last_seen_ms),
                     "acked_revision": a.acked_revision,
                 })
