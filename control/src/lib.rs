@@ -1,12 +1,21 @@
-//! garrison-control: the thin control plane.
+//! garrison-control: the control plane — Garrison without Mesos.
 //!
-//! Module map:
+//! Module map (decisions are pure; effects live in `server` and `store`):
 //! - [`resources`]: Mesos-style resources (fixed-point scalars, ranges, sets,
 //!   reservations) with arithmetic that cannot go negative.
 //! - [`sorter`]: hierarchical DRF sorter and a weighted random sorter.
 //! - [`allocator`]: the two-stage hierarchical DRF allocator with quota,
 //!   reservations, weights, offer filters, suppress/revive and an injectable clock.
-//! - [`dns`]: Mesos-DNS-style names (label rules so far).
+//! - [`marathon`]: app definitions and validation, task environment, placement
+//!   from the allocator's offers, the autoscale rule.
+//! - [`cluster`]: apps, tasks and agents, and every decision on them
+//!   (convergence, VIP table, Mesos-DNS view, autoscale).
+//! - [`dns`]: Mesos-DNS names: label rules, the master-state model, the
+//!   record generator, DNS answers, a small client.
+//! - [`store`]: the crash-safe redb store.
+//! - [`server`]: `garrison-control run` — HTTP (Marathon API, agent streams,
+//!   Mesos-DNS HTTP) and DNS sockets around the cluster.
+//! - [`client`]: a minimal HTTP client (tests, demo, benchmarks).
 //! - [`simulate`]: `garrison-control simulate FILE`, the what-if tool.
 //!
 //! Allocating the DRF paper's cluster (9 CPUs, 18 GB; A's tasks ⟨1 CPU, 4 GB⟩,
