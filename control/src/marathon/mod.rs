@@ -1,7 +1,7 @@
 //! Marathon's bookkeeping, done by the control.
 //!
 //! - [`app`]: app definitions (the supported subset), defaults, validation.
-//! - [`env`]: the environment a task gets (`PORT0`, `HOST`, `MARATHON_APP_ID`, …).
+//! - [`env`](mod@env): the environment a task gets (`PORT0`, `HOST`, `MARATHON_APP_ID`, …).
 //! - [`placement`]: where new instances go, from the DRF allocator's offers.
 //! - [`autoscale`]: the marathon-lb-autoscale rule.
 pub mod app;
