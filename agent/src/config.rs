@@ -545,6 +545,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_section_is_validated_with_the_key_named() {
+        let parse = |toml: &str| -> Result<Config, ConfigError> {
+            let raw: RawConfig = toml::from_str(toml).unwrap();
+            raw.validate()
+        };
+        let c = parse("[control]\nurl = \"http://10.0.0.1:8080\"\nagent_id = \"node-1\"\nadvertise_ip = \"10.0.0.11\"\n").unwrap();
+        let control = c.control.unwrap();
+        assert_eq!(control.stream_url, "ws://10.0.0.1:8080/v1/agents/stream");
+        assert_eq!(control.advertise_ip, Some("10.0.0.11".parse().unwrap()));
+        assert!(parse("").unwrap().control.is_none());
+        for (toml, key) in [
+            ("[control]\nurl = \"https://x:1\"\n", "control.url"),
+            ("[control]\nurl = \"http://nohostport\"\n", "control.url"),
+            (
+                "[control]\nurl = \"http://h:1\"\nagent_id = \"a/b\"\n",
+                "control.agent_id",
+            ),
+            (
+                "[control]\nurl = \"http://h:1\"\nadvertise_ip = \"nope\"\n",
+                "control.advertise_ip",
+            ),
+        ] {
+            let err = parse(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = toml::from_str::<RawConfig>("[control]\nurll = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
     fn defaults() {
         let c = RawConfig::default().validate().unwrap();
         assert_eq!(c.api.to_string(), "127.0.0.1:61421");
