@@ -14,7 +14,7 @@
 //! A deployment succeeds when the app has `n` tasks of its version, all
 //! healthy, and none of an older version; a delete succeeds when its tasks are
 //! gone. Placement of new tasks is [`crate::marathon::placement`]'s.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use garrison_proto::{ControlMessage, HealthCheck as WireCheck, LaunchTask};
 
@@ -127,42 +127,48 @@ impl Cluster {
         for id in orphans {
             self.kill_task(&id);
         }
+        // Decide every app first (tasks indexed by app once: O(tasks), not
+        // O(apps × tasks)), then act.
+        let mut by_app: HashMap<&str, Vec<&TaskRecord>> = HashMap::new();
+        for t in self.tasks.values() {
+            by_app.entry(t.app_id.as_str()).or_default().push(t);
+        }
         let mut needs = Vec::new();
-        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
-        for app_id in &app_ids {
-            let app = self.apps[app_id].clone();
-            let tasks: Vec<&TaskRecord> = self
-                .tasks
-                .values()
-                .filter(|t| &t.app_id == app_id)
-                .collect();
-            let plan = plan_app(&app, &tasks);
+        let mut kills = Vec::new();
+        for app in self.apps.values() {
+            let tasks = by_app
+                .get(app.id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let plan = plan_app(app, tasks);
+            kills.extend(plan.kill);
+            if plan.launch == 0 {
+                continue;
+            }
             let on_agents: BTreeSet<String> = tasks
                 .iter()
                 .filter(|t| !t.is_killing())
                 .map(|t| t.agent_id.clone())
                 .collect();
-            for id in plan.kill {
-                self.kill_task(&id);
-            }
-            if plan.launch > 0 {
-                let constraints = app.constraints();
-                needs.push(Need {
-                    app_id: app.id.clone(),
-                    role: app.role.clone(),
-                    cpus: app.cpus,
-                    mem: app.mem,
-                    disk: app.disk,
-                    ports: app.port_definitions.len(),
-                    count: plan.launch,
-                    unique_hosts: constraints.contains(&Constraint::HostnameUnique),
-                    only_host: constraints.iter().find_map(|c| match c {
-                        Constraint::HostnameCluster(h) => Some(h.clone()),
-                        _ => None,
-                    }),
-                    on_agents,
-                });
-            }
+            let constraints = app.constraints();
+            needs.push(Need {
+                app_id: app.id.clone(),
+                role: app.role.clone(),
+                cpus: app.cpus,
+                mem: app.mem,
+                disk: app.disk,
+                ports: app.port_definitions.len(),
+                count: plan.launch,
+                unique_hosts: constraints.contains(&Constraint::HostnameUnique),
+                only_host: constraints.iter().find_map(|c| match c {
+                    Constraint::HostnameCluster(h) => Some(h.clone()),
+                    _ => None,
+                }),
+                on_agents,
+            });
+        }
+        for id in kills {
+            self.kill_task(&id);
         }
         if !needs.is_empty() {
             self.launch_needs(&needs, now_ms);

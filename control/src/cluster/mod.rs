@@ -110,10 +110,13 @@ pub struct Deployment {
     pub removing: bool,
 }
 
-/// Something to send: an order to an agent, or an event for `/v2/events`.
+/// Something to send: an order to an agent or to all, or an event for `/v2/events`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     ToAgent(String, ControlMessage),
+    /// To every agent with an open stream (serialised once: a VIP table to a
+    /// thousand agents is one encoding, not a thousand copies).
+    Broadcast(ControlMessage),
     Event(serde_json::Value),
 }
 
@@ -238,6 +241,10 @@ impl Cluster {
 
     fn send(&mut self, agent: &str, m: ControlMessage) {
         self.outbox.push(Outgoing::ToAgent(agent.to_string(), m));
+    }
+
+    fn outbox_broadcast(&mut self, m: ControlMessage) {
+        self.outbox.push(Outgoing::Broadcast(m));
     }
 
     fn event(&mut self, e: serde_json::Value) {
@@ -578,6 +585,9 @@ impl Cluster {
     pub fn tick(&mut self, now_ms: u64) {
         self.expire_agents(now_ms);
         self.autoscale(now_ms);
+        // Drains first: a dead or unhealthy task's weight 0 goes out before
+        // its replacement is placed (placement may take a while at scale).
+        self.publish_vips();
         self.converge(now_ms);
         self.publish_vips();
     }

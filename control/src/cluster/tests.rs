@@ -104,11 +104,11 @@ fn an_app_is_placed_uniquely_with_env_and_becomes_a_vip() {
     let tables: Vec<&garrison_proto::VipTable> = out
         .iter()
         .filter_map(|o| match o {
-            Outgoing::ToAgent(_, ControlMessage::VipTable(t)) => Some(t),
+            Outgoing::Broadcast(ControlMessage::VipTable(t)) => Some(t),
             _ => None,
         })
         .collect();
-    assert_eq!(tables.len(), 3, "one table per agent");
+    assert_eq!(tables.len(), 1, "one broadcast to every agent");
     let vip = &tables[0].vips[0];
     assert_eq!(
         vip.name.as_deref(),

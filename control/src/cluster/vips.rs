@@ -9,7 +9,8 @@
 //! killed — drained at once, not after a poll interval. Apps sharing a VIP
 //! share its backends. Protocol `udp,tcp` gives one VIP per protocol.
 //!
-//! A new table gets the next revision and goes to every connected agent; a VIP
+//! A new table gets the next revision and goes to every connected agent (one
+//! broadcast); a VIP
 //! name is answered by DNS only once every live agent acknowledged a revision
 //! at or after the one that introduced it.
 use std::collections::BTreeMap;
@@ -25,8 +26,15 @@ impl Cluster {
     pub(super) fn compute_vips(&mut self) -> Vec<Vip> {
         let mut table: BTreeMap<(String, u16, String), Vip> = BTreeMap::new();
         let mut app_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let apps: Vec<_> = self.apps.values().cloned().collect();
-        for app in apps {
+        // Tasks indexed by app once: O(tasks), not O(apps × tasks).
+        let mut by_app: std::collections::HashMap<&str, Vec<&super::TaskRecord>> =
+            std::collections::HashMap::new();
+        for t in self.tasks.values() {
+            if t.state == "TASK_RUNNING" || t.is_killing() {
+                by_app.entry(t.app_id.as_str()).or_default().push(t);
+            }
+        }
+        for app in self.apps.values() {
             let checks = !app.health_checks.is_empty();
             for (index, label) in app.vip_labels() {
                 let Ok(vip) = parse_vip_label(&label) else {
@@ -48,11 +56,10 @@ impl Cluster {
                     }
                 };
                 let protocol = &app.port_definitions[index].protocol;
-                let backends: Vec<VipBackend> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.app_id == app.id)
-                    .filter(|t| t.state == "TASK_RUNNING" || t.is_killing())
+                let backends: Vec<VipBackend> = by_app
+                    .get(app.id.as_str())
+                    .into_iter()
+                    .flatten()
                     .filter_map(|t| {
                         Some(VipBackend {
                             ip: t.ip.clone(),
@@ -116,15 +123,7 @@ impl Cluster {
         self.vip_table.revision = revision;
         self.vip_table.vips = vips;
         let table = self.vip_table.clone();
-        let agents: Vec<String> = self
-            .agents
-            .values()
-            .filter(|a| a.connected)
-            .map(|a| a.id.clone())
-            .collect();
-        for a in agents {
-            self.send(&a, ControlMessage::VipTable(table.clone()));
-        }
+        self.outbox_broadcast(ControlMessage::VipTable(table));
     }
 
     /// Named VIPs DNS may answer: every live agent has programmed them.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use garrison_proto::{AgentMessage, ControlMessage};
+use garrison_proto::AgentMessage;
 use tokio::sync::mpsc;
 
 use super::Control;
@@ -79,7 +79,7 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket) {
         Ok(None) | Err(_) => return,
     };
     let agent = registration.agent_id.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<ControlMessage>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<axum::extract::ws::Utf8Bytes>();
     let conn = control.attach(&agent, tx);
     tracing::info!(%agent, ip = %registration.ip, tasks = registration.tasks.len(), "agent registered");
     if let Err(e) = control.mutate(|c, now| c.agent_registered(registration, now)) {
@@ -94,9 +94,8 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket) {
                 break;
             }
             order = rx.recv() => {
-                let Some(order) = order else { break };
-                let text = serde_json::to_string(&order).expect("serialisable");
-                if sink.send(Message::Text(text.into())).await.is_err() {
+                let Some(text) = order else { break };
+                if sink.send(Message::Text(text)).await.is_err() {
                     break;
                 }
             }
@@ -129,16 +128,16 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket) {
 
 fn handle(control: &Control, agent: &str, m: AgentMessage) {
     let result = match m {
-        AgentMessage::Heartbeat => control.mutate(|c, now| c.heartbeat(agent, now)),
+        AgentMessage::Heartbeat => control.note(|c, now| c.heartbeat(agent, now)),
         AgentMessage::TaskStatus(s) => control.mutate(|c, now| {
             c.heartbeat(agent, now);
             c.task_status(agent, &s, now)
         }),
-        AgentMessage::VipAck { revision } => control.mutate(|c, now| {
+        AgentMessage::VipAck { revision } => control.note(|c, now| {
             c.heartbeat(agent, now);
             c.vip_ack(agent, revision)
         }),
-        AgentMessage::VipCounters { counters } => control.mutate(|c, now| {
+        AgentMessage::VipCounters { counters } => control.note(|c, now| {
             c.heartbeat(agent, now);
             c.vip_counters(agent, counters)
         }),

@@ -30,10 +30,15 @@ use crate::dns::answer::{Authority, Zone};
 use crate::dns::records::GeneratorConfig;
 use crate::store::{Store, StoreError};
 
-/// An agent's open stream: its connection number and its order queue.
+/// An agent's open stream: its connection number and its queue of
+/// messages, already encoded (cheap to clone: shared bytes).
 struct AgentLink {
     conn: u64,
-    tx: mpsc::UnboundedSender<ControlMessage>,
+    tx: mpsc::UnboundedSender<axum::extract::ws::Utf8Bytes>,
+}
+
+fn encode(m: &ControlMessage) -> axum::extract::ws::Utf8Bytes {
+    serde_json::to_string(m).expect("serialisable").into()
 }
 
 /// Settings of a running control.
@@ -118,10 +123,28 @@ impl Control {
     /// what the cluster produced. A failed commit is returned (the change
     /// stays in memory and is retried with the next commit).
     pub fn mutate<R>(&self, f: impl FnOnce(&mut Cluster, u64) -> R) -> Result<R, ControlError> {
+        self.mutate_with(true, f)
+    }
+
+    /// Like [`Control::mutate`] without the periodic pass, for messages that
+    /// change no decision input (heartbeats, counters, acks): at a thousand
+    /// agents a full pass per heartbeat would be a thousand passes a second.
+    /// The timer's pass picks up what they changed.
+    pub fn note<R>(&self, f: impl FnOnce(&mut Cluster, u64) -> R) -> Result<R, ControlError> {
+        self.mutate_with(false, f)
+    }
+
+    fn mutate_with<R>(
+        &self,
+        pass: bool,
+        f: impl FnOnce(&mut Cluster, u64) -> R,
+    ) -> Result<R, ControlError> {
         let now = self.now_ms();
         let mut cluster = self.cluster.lock().expect("cluster");
         let result = f(&mut cluster, now);
-        cluster.tick(now);
+        if pass {
+            cluster.tick(now);
+        }
         // Orders and tables go out before the commit: they are safe to lose
         // or to outlive a crash (a restarted control reconciles with what the
         // agents report: unknown tasks are killed, missing ones lost), and a
@@ -158,12 +181,18 @@ impl Control {
             match o {
                 Outgoing::ToAgent(agent, m) => match links.get(&agent) {
                     Some(link) => {
-                        let _ = link.tx.send(m);
+                        let _ = link.tx.send(encode(&m));
                     }
                     None => {
                         tracing::debug!(%agent, "agent not connected; order dropped (replayed at registration)")
                     }
                 },
+                Outgoing::Broadcast(m) => {
+                    let text = encode(&m);
+                    for link in links.values() {
+                        let _ = link.tx.send(text.clone());
+                    }
+                }
                 Outgoing::Event(e) => {
                     let _ = self.events.send(e);
                 }
@@ -232,7 +261,7 @@ impl Control {
     }
 
     /// Registers an agent's stream (replacing an older one of the same agent).
-    fn attach(&self, agent: &str, tx: mpsc::UnboundedSender<ControlMessage>) -> u64 {
+    fn attach(&self, agent: &str, tx: mpsc::UnboundedSender<axum::extract::ws::Utf8Bytes>) -> u64 {
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

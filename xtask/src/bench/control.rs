@@ -8,7 +8,9 @@
 //! - **drain**: from a task's death (SIGKILL) until its backend weighs 0 (or
 //!   is gone) on every agent (3 nodes and the client).
 //!
-//! Both are measured by `xtask bench-control-client`, run inside the client
+//! Then the decision cost at scale, in-process (`control/examples/cluster_bench.rs`).
+//!
+//! Both latencies are measured by `xtask bench-control-client`, run inside the client
 //! namespace and cgroup (so it reaches the control, the agents and the VIP as
 //! a task there would); each round deploys, kills one task, then deletes the
 //! app and waits for the VIP to be gone everywhere.
@@ -50,7 +52,51 @@ pub fn run(rounds: u32) -> Result<String> {
         render(&out, rounds)
     })();
     lab.teardown();
-    result
+    let mut section = result?;
+    section.push_str(&scale()?);
+    Ok(section)
+}
+
+/// The decision cost at scale (`control/examples/cluster_bench.rs`): no
+/// processes, the cluster's own passes over simulated agents and tasks.
+fn scale() -> Result<String> {
+    crate::cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "garrison-control",
+        "--example",
+        "cluster_bench",
+    ])?;
+    let bin = crate::cmd::root().join("target/release/examples/cluster_bench");
+    let mut s = String::from(
+        "\n**Decision cost at scale** (`control/examples/cluster_bench.rs`, in-process: agents of 4 cpus / 8 GB, apps of 0.1 cpu / 32 MB with a named VIP each; one core):\n\n| agents × apps × instances | place all ms | periodic pass p50 / p99 ms | task death → replacement + VIP table ms (p50) | peak RSS MiB |\n|---|---|---|---|---|\n",
+    );
+    for (agents, apps, instances) in [
+        ("100", "100", "3"),
+        ("1000", "300", "10"),
+        ("5000", "1000", "10"),
+    ] {
+        let line = crate::cmd::stdout(bin.to_str().context("path")?, &[agents, apps, instances])?;
+        println!("bench: {line}");
+        let f = |k: &str| -> f64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{k}="))?.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        s.push_str(&format!(
+            "| {agents} × {apps} × {instances} | {:.1} | {:.2} / {:.2} | {:.1} | {:.0} |\n",
+            f("place_ms"),
+            f("pass_p50_ms"),
+            f("pass_p99_ms"),
+            f("status_pass_p50_ms"),
+            f("rss_mib")
+        ));
+    }
+    s.push_str(
+        "\nThe periodic pass runs every 250 ms; heartbeats, counters and acks do not run it.\n",
+    );
+    Ok(s)
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
