@@ -486,19 +486,37 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
     if let Some(mut p) = rig.agents[0].process.take() {
         p.signal(libc::SIGKILL);
     }
+    let agent_a_connected = |rig: &ControlRig| -> Option<bool> {
+        let agents = json(rig.api, "/v1/agents");
+        let a = agents["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == "agent-a")?
+            .clone();
+        a["connected"].as_bool()
+    };
+    // The control sees the stream close before the agent comes back (so
+    // what follows is the new registration, not the old state).
+    wait_for("the control saw agent A go", 10, || {
+        (agent_a_connected(&rig) == Some(false)).then_some(())
+    });
     let (args, api_a, log_a) = (
         rig.agents[0].args.clone(),
         rig.agents[0].api,
         rig.agents[0].log.clone(),
     );
     rig.agents[0].process = Some(AgentProcess::start(&args, api_a, log_a, "["));
-    let readopted = rig.wait_steady(2, 20);
-    assert_eq!(ids(&readopted), ids(&before), "re-adopted, not relaunched");
-    assert!(
-        a_tasks
+    wait_for("agent A registered again", 20, || {
+        (agent_a_connected(&rig) == Some(true)).then_some(())
+    });
+    let readopted = wait_for("re-adopted tasks healthy again", 20, || {
+        let tasks = rig.tasks();
+        let healthy = a_tasks
             .iter()
-            .all(|id| readopted.iter().any(|t| &t.0 == id && t.3 == Some(true)))
-    );
+            .all(|id| tasks.iter().any(|t| &t.0 == id && t.3 == Some(true)));
+        (healthy && tasks.len() == 2).then_some(tasks)
+    });
+    assert_eq!(ids(&readopted), ids(&before), "re-adopted, not relaunched");
     wait_for("agent A's VIP back to 2 healthy backends", 10, || {
         rig.agent_vip(0)
             .filter(|(_, b)| b.len() == 2 && b.iter().all(|&(_, w)| w == 1))
