@@ -39,6 +39,7 @@
 //! pids_max = 4096
 //! kill_grace_secs = 3
 //! kill_tasks_on_exit = false       # false: tasks outlive the agent and are re-adopted at its restart
+//! sandbox_gc_secs = 604800         # ended tasks and their sandboxes are kept this long
 //! ports = "[31000-32000]"
 //! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
@@ -159,6 +160,7 @@ pub struct RawIsolation {
     pub disk_watch_ms: Option<u64>,
     pub disk_enforce: Option<bool>,
     pub kill_tasks_on_exit: Option<bool>,
+    pub sandbox_gc_secs: Option<u64>,
 }
 
 /// The validated `[isolation]` table.
@@ -325,6 +327,9 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             hook_command: i.hook_command,
             disk_watch_interval: Duration::from_millis(i.disk_watch_ms.unwrap_or(15_000).max(100)),
             disk_enforce: i.disk_enforce.unwrap_or(true),
+            sandbox_gc: i
+                .sandbox_gc_secs
+                .map_or(defaults.sandbox_gc, Duration::from_secs),
         },
         ports,
         api_token: i.api_token,

@@ -617,3 +617,42 @@ pub fn a_restarted_launcher_readopts_running_tasks() {
         "its recovery record is gone"
     );
 }
+
+/// Ended tasks are forgotten and their sandboxes removed after the
+/// garbage-collection delay (checked at the next launch, and at start for
+/// sandboxes an earlier agent left).
+pub fn ended_tasks_and_their_sandboxes_are_collected() {
+    require_root();
+    let dir = std::env::temp_dir().join(unique("gc"));
+    let config = LauncherConfig {
+        work_dir: dir.clone(),
+        kill_grace: Duration::from_millis(500),
+        sandbox_gc: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let launcher = Launcher::new(config.clone()).expect("launcher");
+    let first = unique("first");
+    launcher
+        .launch(task(&first, "true", 0.1, 16.0, 0.0))
+        .unwrap();
+    let end = wait_end(&launcher, &first, 5);
+    assert_eq!(end.state, TaskState::Finished);
+    let sandbox = dir.join("tasks").join(&first);
+    assert!(sandbox.is_dir(), "kept while younger than the delay");
+    thread::sleep(Duration::from_millis(300));
+    let second = unique("second");
+    launcher
+        .launch(task(&second, "true", 0.1, 16.0, 0.0))
+        .unwrap();
+    assert!(launcher.get(&first).is_none(), "forgotten");
+    assert!(!sandbox.exists(), "sandbox removed");
+    wait_end(&launcher, &second, 5);
+    // An agent starting later removes what is left once old enough.
+    thread::sleep(Duration::from_millis(300));
+    let _restarted = Launcher::new(config).expect("launcher");
+    assert!(
+        !dir.join("tasks").join(&second).exists(),
+        "old sandbox removed at start"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

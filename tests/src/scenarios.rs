@@ -26,9 +26,10 @@ pub use crate::control::{
     control_runs_an_app_behind_a_named_vip_and_drains_failures,
 };
 pub use crate::isolation::{
-    a_restarted_launcher_readopts_running_tasks, hooks_run_in_order_and_can_refuse,
-    killed_task_leaves_nothing_and_bad_requests_change_nothing, task_busy_loop_gets_half_a_cpu,
-    task_forks_stop_at_the_pids_limit, task_over_disk_quota_is_killed_by_the_du_watcher,
+    a_restarted_launcher_readopts_running_tasks, ended_tasks_and_their_sandboxes_are_collected,
+    hooks_run_in_order_and_can_refuse, killed_task_leaves_nothing_and_bad_requests_change_nothing,
+    task_busy_loop_gets_half_a_cpu, task_forks_stop_at_the_pids_limit,
+    task_over_disk_quota_is_killed_by_the_du_watcher,
     task_over_memory_limit_fails_with_memory_limit, task_past_its_project_quota_gets_edquot,
 };
 pub use crate::nfqueue::{
@@ -70,6 +71,7 @@ macro_rules! with_scenarios {
             task_past_its_project_quota_gets_edquot,
             task_forks_stop_at_the_pids_limit,
             a_restarted_launcher_readopts_running_tasks,
+            ended_tasks_and_their_sandboxes_are_collected,
             control_runs_an_app_behind_a_named_vip_and_drains_failures,
             control_restart_loses_nothing_and_lost_agents_are_replaced,
             control_autoscales_an_app_from_vip_connection_rates

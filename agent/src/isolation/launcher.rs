@@ -62,6 +62,9 @@ pub struct LauncherConfig {
     pub disk_watch_interval: Duration,
     /// disk/du: kill a task whose sandbox exceeds its disk resource.
     pub disk_enforce: bool,
+    /// How long an ended task (its state, its sandbox) is kept (Mesos'
+    /// `gc_delay`, one week by default).
+    pub sandbox_gc: Duration,
 }
 
 impl Default for LauncherConfig {
@@ -78,6 +81,7 @@ impl Default for LauncherConfig {
             hook_command: None,
             disk_watch_interval: Duration::from_secs(15),
             disk_enforce: true,
+            sandbox_gc: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -120,6 +124,8 @@ struct Task {
     project: Option<u32>,
     disk_used: u64,
     started: Instant,
+    /// When it reached its final state (garbage collection counts from here).
+    ended: Option<Instant>,
 }
 
 struct Inner {
@@ -256,7 +262,18 @@ impl Launcher {
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
             let Some(cg) = TaskCgroups::existing(layout, &id) else {
+                // An ended task of an earlier agent: its sandbox goes once it
+                // is older than the garbage-collection delay.
                 let _ = fs::remove_file(&record_path);
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= self.inner.config.sandbox_gc);
+                if old {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
                 continue;
             };
             let record = match record {
@@ -289,6 +306,7 @@ impl Launcher {
                     project: record.project,
                     disk_used: 0,
                     started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                    ended: None,
                 },
             );
             tracing::info!(task = %id, running_secs = age.as_secs(), "task re-adopted");
@@ -307,6 +325,31 @@ impl Launcher {
                 let _ = std::thread::Builder::new()
                     .name(format!("du-{id}"))
                     .spawn(move || me.watch_disk(&watched, &sandbox, limit));
+            }
+        }
+    }
+
+    /// Forgets tasks that ended more than `sandbox_gc` ago and removes their
+    /// sandboxes (Mesos' `gc_delay`): a busy agent's memory and disk stay
+    /// bounded. Runs at each launch.
+    fn collect_garbage(&self) {
+        let delay = self.inner.config.sandbox_gc;
+        let expired: Vec<(String, String)> = {
+            let mut tasks = self.inner.tasks.lock().expect("tasks");
+            let old: Vec<String> = tasks
+                .iter()
+                .filter(|(_, t)| t.ended.is_some_and(|e| e.elapsed() >= delay))
+                .map(|(id, _)| id.clone())
+                .collect();
+            old.into_iter()
+                .filter_map(|id| tasks.remove(&id).map(|t| (id, t.info.sandbox)))
+                .collect()
+        };
+        for (id, sandbox) in expired {
+            if let Err(e) = fs::remove_dir_all(&sandbox)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(task = %id, sandbox = %sandbox, error = %e, "removing an old sandbox");
             }
         }
     }
@@ -360,6 +403,7 @@ impl Launcher {
     /// Starts `spec`; returns once it is RUNNING (or refused: nothing changed).
     pub fn launch(&self, spec: TaskSpec) -> Result<TaskInfo, TaskError> {
         spec.validate()?;
+        self.collect_garbage();
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         if !spec.program_exists(&path) {
             return Err(TaskError::CommandNotFound(
@@ -389,6 +433,7 @@ impl Launcher {
                     project: None,
                     disk_used: 0,
                     started: Instant::now(),
+                    ended: None,
                 },
             );
         }
@@ -593,6 +638,7 @@ impl Launcher {
                 tracing::warn!(task = id, project, error = %e, "clearing the project quota");
             }
         }
+        t.ended = Some(Instant::now());
         tracing::info!(task = id, state = ?t.info.state, reason = ?t.info.reason, secs = t.started.elapsed().as_secs_f64(), "task ended");
         let ended = t.info.clone();
         drop(tasks);
