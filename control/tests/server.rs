@@ -107,6 +107,16 @@ fn apps_survive_a_restart_and_bad_json_changes_nothing() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["details"][0]["path"], "/cpus");
     let (_, before) = http_request(addr, "GET", "/v1/vips", None).unwrap();
+    // No agent: the instance waits in the queue, with the reason.
+    let (status, body) = http_request(addr, "GET", "/v2/queue", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let q: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["queue"][0]["app"]["id"], "/web", "{body}");
+    assert_eq!(q["queue"][0]["count"], 1);
+    assert_eq!(
+        q["queue"][0]["reason"],
+        "no connected agent offers resources"
+    );
     drop(stop);
     handle.join().unwrap();
 

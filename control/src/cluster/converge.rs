@@ -170,13 +170,38 @@ impl Cluster {
         for id in kills {
             self.kill_task(&id);
         }
-        if !needs.is_empty() {
-            self.launch_needs(&needs, now_ms);
-        }
+        let unplaced = if needs.is_empty() {
+            Vec::new()
+        } else {
+            self.launch_needs(&needs, now_ms)
+        };
+        self.update_queue(unplaced, now_ms);
         self.finish_deployments(now_ms);
     }
 
-    fn launch_needs(&mut self, needs: &[Need], now_ms: u64) {
+    /// `/v2/queue`: apps with instances no agent could take this pass, and why.
+    fn update_queue(&mut self, unplaced: Vec<(String, usize, String)>, now_ms: u64) {
+        let mut queue = std::collections::BTreeMap::new();
+        for (app_id, count, reason) in unplaced {
+            let since_ms = self.queue.get(&app_id).map_or(now_ms, |q| q.since_ms);
+            if self.queue.get(&app_id).is_none_or(|q| q.reason != reason) {
+                tracing::info!(app = %app_id, count, %reason, "instances waiting for resources");
+            }
+            queue.insert(
+                app_id,
+                super::QueueEntry {
+                    count,
+                    since_ms,
+                    reason,
+                },
+            );
+        }
+        self.queue = queue;
+    }
+
+    /// Places and launches what it can; returns (app, instances, why) for
+    /// what it could not.
+    fn launch_needs(&mut self, needs: &[Need], now_ms: u64) -> Vec<(String, usize, String)> {
         let slots: Vec<AgentSlot> = self
             .agents
             .values()
@@ -233,9 +258,22 @@ impl Cluster {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "placement failed");
-                return;
+                return needs
+                    .iter()
+                    .map(|n| (n.app_id.clone(), n.count, format!("placement failed: {e}")))
+                    .collect();
             }
         };
+        let unplaced: Vec<(String, usize, String)> = needs
+            .iter()
+            .filter_map(|n| {
+                let placed = placements.iter().filter(|p| p.app_id == n.app_id).count();
+                (placed < n.count).then(|| {
+                    let why = placement::why_unplaced(&slots, &used, &placements, n);
+                    (n.app_id.clone(), n.count - placed, why)
+                })
+            })
+            .collect();
         for p in placements {
             let Some(app) = self.apps.get(&p.app_id).cloned() else {
                 continue;
@@ -263,6 +301,7 @@ impl Cluster {
             let launch = launch_message(&app, &task_id, &agent.hostname, &p.ports);
             self.send(&agent.id, ControlMessage::Launch(launch));
         }
+        unplaced
     }
 
     /// Orders a kill (idempotent); the task weighs 0 in every VIP from now.

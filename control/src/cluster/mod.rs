@@ -99,6 +99,16 @@ impl AgentRecord {
     }
 }
 
+/// Instances of an app waiting for resources (Marathon's `/v2/queue`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueEntry {
+    pub count: usize,
+    /// Since when some of the app's instances wait.
+    pub since_ms: u64,
+    /// Why no agent took them in the last pass.
+    pub reason: String,
+}
+
 /// A deployment in progress (Marathon's `/v2/deployments` entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
@@ -158,6 +168,8 @@ pub struct Cluster {
     /// Per app: the keys of its VIPs (from the last table).
     app_vip_keys: BTreeMap<String, Vec<String>>,
     autoscalers: BTreeMap<String, autoscale::AppAutoscaler>,
+    /// Apps with instances waiting for resources.
+    pub queue: BTreeMap<String, QueueEntry>,
     outbox: Vec<Outgoing>,
     dirty: Dirty,
     /// Bumped by every change DNS answers depend on (tasks, agents, acks,
@@ -213,6 +225,7 @@ impl Cluster {
             counters: BTreeMap::new(),
             app_vip_keys: BTreeMap::new(),
             autoscalers: BTreeMap::new(),
+            queue: BTreeMap::new(),
             outbox: Vec::new(),
             dirty: Dirty::default(),
             dns_epoch: 0,

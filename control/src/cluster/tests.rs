@@ -461,3 +461,27 @@ fn a_restarted_agent_gets_its_tasks_checks_back_by_a_replayed_launch() {
     );
     assert!(launches(&c.drain()).is_empty());
 }
+
+#[test]
+fn instances_no_agent_can_take_wait_in_the_queue_with_the_reason() {
+    let mut c = cluster_with_agents(2);
+    let big = br#"{"id":"/big","cmd":"x","cpus":3,"mem":32}"#;
+    c.create_app(parse_app(big, None).unwrap(), 0).unwrap();
+    c.tick(0);
+    assert!(launches(&c.drain()).is_empty());
+    let q = &c.queue["/big"];
+    assert_eq!(q.count, 1);
+    assert_eq!(
+        q.reason,
+        "not enough cpus on any agent: needs 3, at most 2 free"
+    );
+    c.tick(5);
+    assert_eq!(c.queue["/big"].since_ms, 0, "waiting since the first pass");
+    // Made feasible: placed, out of the queue.
+    let mut app = c.apps["/big"].clone();
+    app.cpus = 1.0;
+    c.update_app(app, 6).unwrap();
+    c.tick(6);
+    assert_eq!(launches(&c.drain()).len(), 1);
+    assert!(c.queue.is_empty());
+}

@@ -11,7 +11,7 @@
 //! round places nothing. Ports are the lowest free ones of the offer.
 //! Marathon's default role `*` is the allocator role `_default` here (the
 //! allocator's role names exclude `*`).
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::allocator::{Allocator, AllocatorError, Offer};
 use crate::resources::{Bundle, Quantity, RangeSet, Resources};
@@ -163,6 +163,100 @@ fn take(offer: &mut Resources, need: &Need) -> Option<Vec<u16>> {
         pool.subtract(part).ok()?;
     }
     Some(ports)
+}
+
+/// Why instances of `need` could not be placed (after this pass's
+/// placements `placed`), for `/v2/queue`: the constraint that excludes every
+/// agent, or the resource no agent has enough of free.
+pub fn why_unplaced(
+    agents: &[AgentSlot],
+    used: &[UsedBy],
+    placed: &[Placement],
+    need: &Need,
+) -> String {
+    if agents.is_empty() {
+        return "no connected agent offers resources".into();
+    }
+    let candidates: Vec<&AgentSlot> = agents
+        .iter()
+        .filter(|a| need.only_host.as_deref().is_none_or(|h| a.hostname == h))
+        .collect();
+    if candidates.is_empty() {
+        let host = need.only_host.as_deref().unwrap_or("");
+        return format!("constraint hostname:CLUSTER:{host}: no connected agent has that hostname");
+    }
+    let busy: BTreeSet<&str> = need
+        .on_agents
+        .iter()
+        .map(String::as_str)
+        .chain(
+            placed
+                .iter()
+                .filter(|p| p.app_id == need.app_id)
+                .map(|p| p.agent.as_str()),
+        )
+        .collect();
+    let candidates: Vec<&AgentSlot> = candidates
+        .into_iter()
+        .filter(|a| !need.unique_hosts || !busy.contains(a.id.as_str()))
+        .collect();
+    if candidates.is_empty() {
+        return "constraint hostname:UNIQUE: every agent already runs an instance".into();
+    }
+    // What each candidate has free for the need's role: its unreserved and
+    // the role's reservation, minus running tasks and this pass's placements
+    // (summed per agent once: O(agents + tasks)).
+    let mut taken: HashMap<&str, [f64; 4]> = HashMap::new();
+    for u in used {
+        let t = taken.entry(u.agent.as_str()).or_default();
+        t[0] += u.cpus;
+        t[1] += u.mem;
+        t[2] += u.disk;
+        t[3] += u.ports.len() as f64;
+    }
+    for p in placed {
+        let t = taken.entry(p.agent.as_str()).or_default();
+        if p.app_id == need.app_id {
+            t[0] += need.cpus;
+            t[1] += need.mem;
+            t[2] += need.disk;
+        }
+        t[3] += p.ports.len() as f64;
+    }
+    let free = |a: &AgentSlot, i: usize, name: &str| -> f64 {
+        let role_res = a
+            .total
+            .reserved
+            .get(&need.role)
+            .map_or(0.0, |b| b.scalar(name).as_f64());
+        let total = a.total.unreserved.scalar(name).as_f64() + role_res;
+        (total - taken.get(a.id.as_str()).map_or(0.0, |t| t[i])).max(0.0)
+    };
+    for (i, (name, wanted)) in [("cpus", need.cpus), ("mem", need.mem), ("disk", need.disk)]
+        .into_iter()
+        .enumerate()
+    {
+        let most = candidates
+            .iter()
+            .map(|a| free(a, i, name))
+            .fold(0.0, f64::max);
+        if most + 1e-9 < wanted {
+            return format!("not enough {name} on any agent: needs {wanted}, at most {most} free");
+        }
+    }
+    let ports_free = |a: &AgentSlot| -> f64 {
+        let total = a
+            .total
+            .unreserved
+            .ranges
+            .get("ports")
+            .map_or(0, |r| r.count()) as f64;
+        total - taken.get(a.id.as_str()).map_or(0.0, |t| t[3])
+    };
+    if candidates.iter().all(|a| ports_free(a) < need.ports as f64) {
+        return format!("not enough free ports on any agent: needs {}", need.ports);
+    }
+    "no single agent has all the resources at once (or its role's share is used up)".into()
 }
 
 /// Places up to `need.count` instances of each need.
@@ -437,5 +531,34 @@ mod tests {
         )
         .unwrap();
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn unplaced_instances_say_why() {
+        let agents = [agent("a1", 2.0, 1024.0), agent("a2", 2.0, 1024.0)];
+        let big = need("/big", "*", 3.0, 64.0, 1);
+        assert_eq!(
+            why_unplaced(&agents, &[], &[], &big),
+            "not enough cpus on any agent: needs 3, at most 2 free"
+        );
+        let mut unique = need("/u", "*", 0.1, 64.0, 1);
+        unique.unique_hosts = true;
+        unique.on_agents = ["a1".to_string(), "a2".to_string()].into();
+        assert!(why_unplaced(&agents, &[], &[], &unique).contains("UNIQUE"));
+        let mut pinned = need("/p", "*", 0.1, 64.0, 1);
+        pinned.only_host = Some("elsewhere".into());
+        assert!(why_unplaced(&agents, &[], &[], &pinned).contains("CLUSTER:elsewhere"));
+        assert!(why_unplaced(&[], &[], &[], &big).contains("no connected agent"));
+        let used = [UsedBy {
+            agent: "a1".into(),
+            role: "*".into(),
+            cpus: 0.1,
+            mem: 1000.0,
+            disk: 0.0,
+            ports: vec![],
+        }];
+        let mem = need("/m", "*", 0.1, 900.0, 1);
+        let one = [agent("a1", 2.0, 1024.0)];
+        assert!(why_unplaced(&one, &used, &[], &mem).starts_with("not enough mem"));
     }
 }

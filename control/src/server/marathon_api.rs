@@ -1,6 +1,6 @@
 //! Marathon's REST API, the supported subset: `/v2/apps` (POST, GET),
 //! `/v2/apps/{id}` (GET, PUT, DELETE), `/v2/apps/{id}/tasks`,
-//! `DELETE /v2/apps/{id}/tasks/{task}[?scale=true]`, `/v2/tasks`,
+//! `DELETE /v2/apps/{id}/tasks/{task}[?scale=true]`, `/v2/tasks`, `/v2/queue`,
 //! `/v2/deployments`, `/v2/info` and `/v2/events` (server-sent events).
 //!
 //! Errors have Marathon's shapes: `{"message": …}` (404, 409, 401, 503) and
@@ -32,6 +32,7 @@ pub fn router(control: Arc<Control>) -> Router {
         )
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/deployments", get(deployments))
+        .route("/v2/queue", get(queue))
         .route("/v2/info", get(info))
         .route("/v2/events", get(events))
         .with_state(control)
@@ -315,6 +316,24 @@ async fn deployments(State(control): State<Arc<Control>>) -> Response {
             .collect()
     });
     Json(Value::Array(list)).into_response()
+}
+
+/// Apps with instances no agent could take, and why (Marathon's shape, with
+/// Garrison's `reason`).
+async fn queue(State(control): State<Arc<Control>>) -> Response {
+    let list: Vec<Value> = control.read(|c, now| {
+        c.queue
+            .iter()
+            .map(|(app, q)| {
+                json!({
+                    "app": {"id": app}, "count": q.count,
+                    "delay": {"overdue": false, "timeLeftSeconds": 0},
+                    "waitingMs": now.saturating_sub(q.since_ms), "reason": q.reason,
+                })
+            })
+            .collect()
+    });
+    Json(json!({ "queue": list })).into_response()
 }
 
 async fn info(State(control): State<Arc<Control>>) -> Response {
