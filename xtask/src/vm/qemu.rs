@@ -63,7 +63,13 @@ fn spawn(kernel: &Kernel, image: &Path, kvm: bool) -> Result<Child> {
     if kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+        // Single-threaded TCG: with one host thread per vCPU (MTTCG), a
+        // vCPU can run a stale translation of kernel text that another vCPU
+        // is live-patching (a static key flips on every cgroup BPF attach or
+        // detach) and the guest dies with "Oops: int3" in the patched
+        // function (seen in __inet_stream_connect on 6.12). One thread
+        // serialises the vCPUs; the guest still sees two CPUs.
+        cmd.args(["-accel", "tcg,thread=single", "-cpu", "max"]);
     }
     cmd.arg("-kernel")
         .arg(&kernel.vmlinuz)

@@ -73,6 +73,9 @@ struct PendingFlow {
     vip: VipKey,
     backend: SocketAddr,
     since: Instant,
+    /// The SYN's sequence number: a retransmission repeats it, a new
+    /// connection reusing the tuple does not.
+    syn_seq: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,8 +113,24 @@ impl FlowBook {
         self.pending.contains_key(flow)
     }
 
-    /// A SYN of `flow` was sent to `backend`.
-    pub fn begin(&mut self, flow: Flow, vip: VipKey, backend: SocketAddr, now: Instant) {
+    /// Whether a SYN of `flow` with sequence number `seq` repeats the pending
+    /// one (a retransmission), rather than opening a new connection on the
+    /// same tuple (a reused client port whose previous flow is still pending).
+    pub fn is_retransmission(&self, flow: &Flow, seq: Option<u32>) -> bool {
+        self.pending
+            .get(flow)
+            .is_some_and(|p| p.syn_seq.is_none() || seq.is_none() || p.syn_seq == seq)
+    }
+
+    /// A SYN of `flow` (sequence number `syn_seq`) was sent to `backend`.
+    pub fn begin(
+        &mut self,
+        flow: Flow,
+        vip: VipKey,
+        backend: SocketAddr,
+        now: Instant,
+        syn_seq: Option<u32>,
+    ) {
         let b = self.backends.entry((vip, backend)).or_default();
         b.counters.selected += 1;
         b.pending += 1;
@@ -121,6 +140,7 @@ impl FlowBook {
                 vip,
                 backend,
                 since: now,
+                syn_seq,
             },
         );
     }
@@ -239,7 +259,7 @@ mod tests {
     fn answered_flows_count_established_and_latency() {
         let mut book = FlowBook::default();
         let t0 = Instant::now();
-        book.begin(flow(1), vip(), backend(), t0);
+        book.begin(flow(1), vip(), backend(), t0, None);
         assert_eq!(book.pending_of(&vip(), backend()), 1);
         book.settle(&flow(1), Outcome::Answered, t0 + Duration::from_millis(3));
         let c: BTreeMap<_, _> = book.counters().collect();
@@ -256,8 +276,14 @@ mod tests {
     fn overdue_flows_are_reported_once() {
         let mut book = FlowBook::default();
         let t0 = Instant::now();
-        book.begin(flow(1), vip(), backend(), t0);
-        book.begin(flow(2), vip(), backend(), t0 + Duration::from_millis(300));
+        book.begin(flow(1), vip(), backend(), t0, None);
+        book.begin(
+            flow(2),
+            vip(),
+            backend(),
+            t0 + Duration::from_millis(300),
+            None,
+        );
         let late = book.older_than(Duration::from_millis(400), t0 + Duration::from_millis(500));
         assert_eq!(late, vec![flow(1)]);
         book.settle(&flow(1), Outcome::Overdue, t0);
@@ -275,7 +301,7 @@ mod tests {
     #[test]
     fn abandoned_flows_leave_no_trace() {
         let mut book = FlowBook::default();
-        book.begin(flow(1), vip(), backend(), Instant::now());
+        book.begin(flow(1), vip(), backend(), Instant::now(), None);
         book.abandon(&flow(1));
         assert!(!book.is_pending(&flow(1)));
         let c: BTreeMap<_, _> = book.counters().collect();
@@ -303,5 +329,23 @@ mod tests {
             dst: vip().addr,
         };
         assert_eq!(s.snat_for(&same, backend(), true), None);
+    }
+
+    #[test]
+    fn a_reused_port_is_not_a_retransmission() {
+        let mut book = FlowBook::default();
+        book.begin(flow(1), vip(), backend(), Instant::now(), Some(1000));
+        assert!(
+            book.is_retransmission(&flow(1), Some(1000)),
+            "same ISN: retransmitted"
+        );
+        assert!(
+            !book.is_retransmission(&flow(1), Some(5000)),
+            "new ISN: a new connection"
+        );
+        assert!(
+            !book.is_retransmission(&flow(2), Some(1000)),
+            "another tuple"
+        );
     }
 }

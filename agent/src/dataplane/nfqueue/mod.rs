@@ -317,19 +317,24 @@ fn handle(
         ev.not_a_vip.fetch_add(1, Ordering::Relaxed);
         return false;
     };
+    let seq = packet::tcp_seq(payload);
     let backend = {
         let mut book = state.book.lock().expect("book");
-        if book.is_pending(&flow) {
+        if book.is_retransmission(&flow, seq) {
             // A retransmitted SYN: its entry exists, the kernel NATs it.
             ev.retransmitted_syn.fetch_add(1, Ordering::Relaxed);
             return true;
         }
+        // A new connection on a tuple whose previous flow is still pending
+        // (its conntrack event not read yet): the client reuses the port, so
+        // that connection completed (TIME_WAIT is what it leaves).
+        book.settle(&flow, Outcome::Answered, Instant::now());
         let Some(b) = backends.choose(rng.next_u64(), rng.next_u64(), |a| book.pending_of(vip, a))
         else {
             ev.no_backend.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        book.begin(flow, *vip, b, Instant::now());
+        book.begin(flow, *vip, b, Instant::now(), seq);
         b
     };
     let snat = selection.snat_for(&flow, backend, local);

@@ -25,6 +25,19 @@ fn tcp_ports(l4: &[u8]) -> Option<(u16, u16)> {
 }
 
 /// Parses an IP packet as the queue delivers it (starting at the IP header).
+/// The TCP sequence number of an IPv4 or IPv6 TCP packet (a SYN's ISN).
+pub fn tcp_seq(p: &[u8]) -> Option<u32> {
+    let l4 = match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            p.get(ihl..)?
+        }
+        6 => p.get(40..)?,
+        _ => return None,
+    };
+    Some(u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?))
+}
+
 pub fn parse(packet: &[u8]) -> Parsed {
     parse_inner(packet).unwrap_or(Parsed::NotTcp)
 }
@@ -79,6 +92,14 @@ mod tests {
         p[22..24].copy_from_slice(&80u16.to_be_bytes());
         p[33] = 0x02; // SYN
         p
+    }
+
+    #[test]
+    fn the_syn_sequence_number_is_read() {
+        let mut p = v4_syn();
+        p[24..28].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        assert_eq!(tcp_seq(&p), Some(0xdead_beef));
+        assert_eq!(tcp_seq(&p[..22]), None);
     }
 
     #[test]
