@@ -450,7 +450,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
     };
     rig.control.take();
     assert_eq!(
-        rig.spread(&vip_addr, 6).len(),
+        rig.spread(&vip_addr, 24).len(),
         2,
         "VIP serves while the control is down"
     );
@@ -522,7 +522,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
             .filter(|(_, b)| b.len() == 2 && b.iter().all(|&(_, w)| w == 1))
     });
     assert_eq!(
-        rig.spread(&vip_addr, 6).len(),
+        rig.spread(&vip_addr, 24).len(),
         2,
         "both tasks answer after the agent restart"
     );
