@@ -10,32 +10,20 @@
 //!     (cpus 1, mem 256), one framework per role that keeps what it gets.
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{percentile, rss_mib};
+
 use garrison_control::{
     allocator::{Allocator, ManualClock, Quota},
     resources::{Quantity, Resources},
 };
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let p = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
-    (p(0.5), p(0.99), *ms.last().unwrap())
+fn stats(ms: Vec<f64>) -> (f64, f64, f64) {
+    (
+        percentile(ms.clone(), 0.5),
+        percentile(ms.clone(), 0.99),
+        percentile(ms, 1.0),
+    )
 }
 
 /// `agents` agents of `cpus:24;mem:4096;disk:4096;ports:[31000-32000]`.

@@ -10,31 +10,12 @@
 //!   (replacement placed, VIP table recomputed and sent).
 use std::time::Instant;
 
+mod support;
+use support::{percentile, rss_mib};
+
 use garrison_control::cluster::{Cluster, ClusterConfig, Meta, Outgoing};
 use garrison_control::marathon::app::parse_app;
 use garrison_proto::{AgentResources, ControlMessage, Registration, TaskStatus};
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
 
 fn main() {
     let args: Vec<usize> = std::env::args()

@@ -372,6 +372,19 @@ fn killing_one_task_replaces_it_or_scales_down() {
     assert!(launches(&c.drain()).is_empty(), "scaled down: not replaced");
 }
 
+/// Agent 1 with 2 cpus, 1.5 of them (and 256 MB) reserved for role `db`.
+fn reserving_registration(tasks: Vec<TaskStatus>) -> Registration {
+    let mut reg = registration(1, tasks);
+    reg.resources.cpus = 2.0;
+    reg.resources.reserved = Some(garrison_proto::Reservation {
+        role: "db".into(),
+        cpus: 1.5,
+        mem: 256.0,
+        disk: 0.0,
+    });
+    reg
+}
+
 #[test]
 fn reservations_are_offered_only_to_their_role() {
     let mut c = Cluster::restore(
@@ -382,15 +395,7 @@ fn reservations_are_offered_only_to_their_role() {
         7,
         0,
     );
-    let mut reg = registration(1, vec![]);
-    reg.resources.cpus = 2.0;
-    reg.resources.reserved = Some(garrison_proto::Reservation {
-        role: "db".into(),
-        cpus: 1.5,
-        mem: 256.0,
-        disk: 0.0,
-    });
-    c.agent_registered(reg, 0);
+    c.agent_registered(reserving_registration(vec![]), 0);
     c.drain();
     // 0.5 unreserved CPU: a 1-CPU app in the default role cannot run.
     c.create_app(
@@ -421,14 +426,7 @@ fn reservations_are_offered_only_to_their_role() {
         .iter()
         .map(|(_, t)| status(&t.task_id, "TASK_RUNNING", None))
         .collect();
-    let mut reg = registration(1, running);
-    reg.resources.cpus = 2.0;
-    reg.resources.reserved = Some(garrison_proto::Reservation {
-        role: "db".into(),
-        cpus: 1.5,
-        mem: 256.0,
-        disk: 0.0,
-    });
+    let reg = reserving_registration(running);
     r.agent_registered(reg, 10);
     r.tick(10);
     assert!(

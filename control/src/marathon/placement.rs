@@ -167,7 +167,9 @@ fn take(offer: &mut Resources, need: &Need) -> Option<Vec<u16>> {
 
 /// Why instances of `need` could not be placed (after this pass's
 /// placements `placed`), for `/v2/queue`: the constraint that excludes every
-/// agent, or the resource no agent has enough of free.
+/// agent, or the resource no agent has enough of free. A diagnosis, not a
+/// second placement: this pass's placements of other apps count by their
+/// ports only.
 pub fn why_unplaced(
     agents: &[AgentSlot],
     used: &[UsedBy],

@@ -109,9 +109,15 @@ impl Control {
             started: Instant::now(),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
-            dns_epoch: std::sync::atomic::AtomicU64::new(u64::MAX),
+            dns_epoch: std::sync::atomic::AtomicU64::new(0),
         });
-        control.refresh_authority(&control.cluster.lock().expect("cluster"));
+        {
+            let cluster = control.cluster.lock().expect("cluster");
+            control.refresh_authority(&cluster);
+            control
+                .dns_epoch
+                .store(cluster.dns_epoch(), std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(control)
     }
 
