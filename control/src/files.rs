@@ -16,7 +16,8 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -56,7 +57,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let pubp = dir.join("ca.pem");
         write_public(&pubp, b"cert").unwrap();
-        assert_eq!(std::fs::metadata(&pubp).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::metadata(&pubp).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -113,7 +113,11 @@ impl Store {
     }
 
     pub fn put_account(&self, a: &crate::auth::accounts::Account) -> Result<(), StoreError> {
-        self.put_one(ACCOUNTS, &a.uid, &serde_json::to_vec(a).expect("serialisable"))
+        self.put_one(
+            ACCOUNTS,
+            &a.uid,
+            &serde_json::to_vec(a).expect("serialisable"),
+        )
     }
 
     pub fn delete_account(&self, uid: &str) -> Result<(), StoreError> {
@@ -132,7 +136,12 @@ impl Store {
         self.delete_one(AGENT_CREDENTIALS, agent_id)
     }
 
-    fn put_one(&self, def: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    fn put_one(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.open_table(def)
             .map_err(|e| self.err(e))?

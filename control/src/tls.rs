@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -138,7 +137,9 @@ pub fn ensure_own_ca(data_dir: &Path, names: &[String]) -> Result<CaFiles, TlsEr
             .map_err(|e| file_err(&f.server_cert, e))?;
         crate::files::write_public(
             &f.sans_record,
-            serde_json::to_string(&all).expect("serialisable").as_bytes(),
+            serde_json::to_string(&all)
+                .expect("serialisable")
+                .as_bytes(),
         )
         .map_err(|e| file_err(&f.sans_record, e))?;
         tracing::info!(names = ?all, cert = %f.server_cert.display(), "issued the control's server certificate");
@@ -200,7 +201,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("garrison-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let names = server_names(&["10.0.0.1".parse().unwrap()], &[]);
-        assert!(names.contains(&"10.0.0.1".to_string()) && names.contains(&"localhost".to_string()));
+        assert!(
+            names.contains(&"10.0.0.1".to_string()) && names.contains(&"localhost".to_string())
+        );
         let f = ensure_own_ca(&dir, &names).unwrap();
         let ca = std::fs::read(&f.ca_cert).unwrap();
         let server = std::fs::read(&f.server_cert).unwrap();

@@ -2,8 +2,8 @@
 //! accounts (an RSA public key; they log in with a JWT signed by their
 //! private key), as DC/OS IAM keeps them. Pure: validation and the stored
 //! record; the store persists them and [`super::Auth`] serves them.
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
 /// A stored account.
@@ -72,9 +72,9 @@ impl Account {
                 if p.chars().count() < 8 {
                     return Err(AccountError::ShortPassword(uid.to_string()));
                 }
-                AccountSecret::PasswordHash(hash_password(&p).map_err(|e| {
-                    AccountError::Hash(uid.to_string(), e)
-                })?)
+                AccountSecret::PasswordHash(
+                    hash_password(&p).map_err(|e| AccountError::Hash(uid.to_string(), e))?,
+                )
             }
             (None, Some(k)) => {
                 jsonwebtoken::DecodingKey::from_rsa_pem(k.as_bytes()).map_err(|e| {

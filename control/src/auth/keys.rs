@@ -74,7 +74,8 @@ impl SigningKey {
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| file_err(format!("encoding the key: {e}")))?;
-            crate::files::write_private(&path, pem.as_bytes()).map_err(|e| file_err(e.to_string()))?;
+            crate::files::write_private(&path, pem.as_bytes())
+                .map_err(|e| file_err(e.to_string()))?;
             tracing::info!(path = %path.display(), "generated the token signing key");
         }
         Self::load(&path)

@@ -62,7 +62,9 @@ pub struct AgentCredential {
 /// Why authentication or an account change failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("missing token: send Authorization: token=<JWT> (or Bearer <JWT>, or the {COOKIE} cookie); log in at POST /acs/api/v1/auth/login")]
+    #[error(
+        "missing token: send Authorization: token=<JWT> (or Bearer <JWT>, or the {COOKIE} cookie); log in at POST /acs/api/v1/auth/login"
+    )]
     Missing,
     #[error("{0}")]
     Refused(String),
@@ -74,7 +76,9 @@ pub enum AuthError {
     Exists(String),
     #[error("account {0:?} does not exist")]
     NoSuchAccount(String),
-    #[error("agent {0:?} already holds a credential; revoke it first (garrison-control agent revoke {0})")]
+    #[error(
+        "agent {0:?} already holds a credential; revoke it first (garrison-control agent revoke {0})"
+    )]
     AgentHasCredential(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -179,10 +183,12 @@ impl Auth {
                 claims.uid
             )));
         }
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(token, &claims.uid, claims.exp, now);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
+            token,
+            &claims.uid,
+            claims.exp,
+            now,
+        );
         Ok(claims.uid)
     }
 

@@ -521,6 +521,20 @@ impl Cluster {
         }
     }
 
+    /// The agent's credential was revoked: lost now (its tasks are replaced
+    /// by the next pass). Whether the agent was known.
+    pub fn agent_revoked(&mut self, agent: &str) -> bool {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        if !a.lost {
+            a.lost = true;
+            a.connected = false;
+            self.dns_epoch += 1;
+        }
+        true
+    }
+
     /// The agent's stream closed; it has the timeout to come back.
     pub fn agent_disconnected(&mut self, agent: &str) {
         if let Some(a) = self.agents.get_mut(agent) {

@@ -10,32 +10,33 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::routes::{Access, Routes};
 use super::{Control, ControlError};
 use crate::cluster::{Cluster, ClusterError, TaskRecord};
 use crate::marathon::app::{App, InvalidApp, normalize_id, parse_app};
 
-pub fn router(control: Arc<Control>) -> Router {
-    Router::new()
-        .route("/v2/apps", get(list_apps).post(create_app))
-        .route(
-            "/v2/apps/{*id}",
-            get(get_app).put(put_app).delete(delete_app),
-        )
-        .route("/v2/tasks", get(list_tasks))
-        .route("/v2/deployments", get(deployments))
-        .route("/v2/queue", get(queue))
-        .route("/v2/info", get(info))
-        .route("/v2/events", get(events))
-        .with_state(control)
+pub fn routes(control: &Arc<Control>) -> Routes {
+    use Method as M;
+    let s = Access::Session;
+    Routes::new(control)
+        .route(M::GET, "/v2/apps", s, list_apps)
+        .route(M::POST, "/v2/apps", s, create_app)
+        .route(M::GET, "/v2/apps/{*id}", s, get_app)
+        .route(M::PUT, "/v2/apps/{*id}", s, put_app)
+        .route(M::DELETE, "/v2/apps/{*id}", s, delete_app)
+        .route(M::GET, "/v2/tasks", s, list_tasks)
+        .route(M::GET, "/v2/deployments", s, deployments)
+        .route(M::GET, "/v2/queue", s, queue)
+        .route(M::GET, "/v2/info", s, info)
+        .route(M::GET, "/v2/events", s, events)
 }
 
 fn message(status: StatusCode, text: impl Into<String>) -> Response {
@@ -63,18 +64,6 @@ fn store_error(e: ControlError) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("the change is not stored yet: {e}"),
     )
-}
-
-/// Mutations need the token when one is configured.
-fn authorized(control: &Control, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    if control.token_ok(headers) {
-        Ok(())
-    } else {
-        Err(Box::new(message(
-            StatusCode::UNAUTHORIZED,
-            "mutations need Authorization: token=<token>",
-        )))
-    }
 }
 
 /// A task in Marathon's shape.
@@ -123,14 +112,7 @@ async fn list_apps(State(control): State<Arc<Control>>) -> Response {
     Json(json!({ "apps": apps })).into_response()
 }
 
-async fn create_app(
-    State(control): State<Arc<Control>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorized(&control, &headers) {
-        return *r;
-    }
+async fn create_app(State(control): State<Arc<Control>>, body: Bytes) -> Response {
     let app = match parse_app(&body, None) {
         Ok(a) => a,
         Err(e) => return invalid(e),
@@ -183,12 +165,8 @@ async fn get_app(State(control): State<Arc<Control>>, Path(path): Path<String>) 
 async fn put_app(
     State(control): State<Arc<Control>>,
     Path(path): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&control, &headers) {
-        return *r;
-    }
     let (raw, _) = split_tasks(&path);
     let id = match normalize_id(&raw) {
         Ok(id) => id,
@@ -247,11 +225,7 @@ async fn delete_app(
     State(control): State<Arc<Control>>,
     Path(path): Path<String>,
     axum::extract::Query(query): axum::extract::Query<KillQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&control, &headers) {
-        return *r;
-    }
     if let Some((app, task)) = path.split_once("/tasks/") {
         return kill_task(&control, app, task, query.scale);
     }
