@@ -44,7 +44,16 @@
 //! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
 //! # hook_command = "/usr/local/bin/task-hook"  # run as `HOOK pre-launch|post-exit`
+//!
+//! [control]                        # follow a garrison-control
+//! url = "https://10.0.0.1:8080"    # http:// only to a loopback control (or insecure = true)
+//! ca_file = "/etc/garrison/control-ca.pem"   # the control's DATA_DIR/tls/ca.pem
+//! join_token = "…"                 # first start only: `garrison-control token create --join`
+//! # agent_id, hostname, advertise_ip: default to STATE_DIR/agent-id, the host name, the route to the control
 //! ```
+//!
+//! After joining, the agent keeps its own credential in
+//! `<state_dir>/control-credential.json` (0600) and uses it from then on.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
@@ -83,35 +92,80 @@ pub struct RawControl {
     pub agent_id: Option<String>,
     pub hostname: Option<String>,
     pub advertise_ip: Option<String>,
-    pub token: Option<String>,
+    /// The CA that signed the control's certificate (`https://` controls).
+    pub ca_file: Option<PathBuf>,
+    /// A join token (`garrison-control token create --join`) for the first
+    /// connection; afterwards the agent's own credential is used.
+    pub join_token: Option<String>,
+    /// Allow a plain `http://` control on a non-loopback address.
+    pub insecure: Option<bool>,
 }
 
 /// The validated `[control]` table: the agent follows a `garrison-control`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
-    /// `ws://host:port/v1/agents/stream` (from `http://host:port`).
+    /// `wss://host:port/v1/agents/stream` (from `https://host:port`), or
+    /// `ws://…` from `http://` (loopback only unless `insecure`).
     pub stream_url: String,
+    /// The control's CA (required for `https://`).
+    pub ca_file: Option<PathBuf>,
+    pub join_token: Option<String>,
     /// `None`: read from (or created in) `<state_dir>/agent-id`.
     pub agent_id: Option<String>,
     /// `None`: the system host name.
     pub hostname: Option<String>,
     /// `None`: the local address the control is reached from.
     pub advertise_ip: Option<std::net::IpAddr>,
-    /// Sent as `Authorization: token=…` when the control has one.
-    pub token: Option<String>,
+}
+
+/// Whether `authority` (`host:port`) names a loopback host.
+fn loopback_authority(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError> {
     let Some(url) = c.url else {
         return Ok(None);
     };
-    let rest = url
+    const EXPECTED: &str = "expected https://HOST:PORT (or http://127.0.0.1:PORT)";
+    let (tls, rest) = if let Some(r) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("wss://"))
+    {
+        (true, r)
+    } else if let Some(r) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| invalid("control.url", &url, "expected http://HOST:PORT"))?;
+    {
+        (false, r)
+    } else {
+        return Err(invalid("control.url", &url, EXPECTED));
+    };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() || !authority.contains(':') {
-        return Err(invalid("control.url", &url, "expected http://HOST:PORT"));
+        return Err(invalid("control.url", &url, EXPECTED));
+    }
+    if !tls && !loopback_authority(authority) && c.insecure != Some(true) {
+        return Err(invalid(
+            "control.url",
+            &url,
+            "plain http:// only to a loopback control; use https:// with control.ca_file (or control.insecure = true)",
+        ));
+    }
+    if tls && c.ca_file.is_none() {
+        return Err(invalid(
+            "control.ca_file",
+            "",
+            "an https:// control needs the CA that signed its certificate (the control's DATA_DIR/tls/ca.pem)",
+        ));
     }
     if let Some(id) = &c.agent_id {
         let ok = !id.is_empty()
@@ -135,11 +189,15 @@ fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError>
         ),
     };
     Ok(Some(ControlConfig {
-        stream_url: format!("ws://{authority}/v1/agents/stream"),
+        stream_url: format!(
+            "{}://{authority}/v1/agents/stream",
+            if tls { "wss" } else { "ws" }
+        ),
+        ca_file: c.ca_file,
+        join_token: c.join_token,
         agent_id: c.agent_id,
         hostname: c.hostname,
         advertise_ip,
-        token: c.token,
     }))
 }
 
@@ -421,7 +479,9 @@ impl RawConfig {
         take!(control.agent_id);
         take!(control.hostname);
         take!(control.advertise_ip);
-        take!(control.token);
+        take!(control.ca_file);
+        take!(control.join_token);
+        take!(control.insecure);
         self
     }
 
@@ -555,20 +615,33 @@ mod tests {
             let raw: RawConfig = toml::from_str(toml).unwrap();
             raw.validate()
         };
-        let c = parse("[control]\nurl = \"http://10.0.0.1:8080\"\nagent_id = \"node-1\"\nadvertise_ip = \"10.0.0.11\"\n").unwrap();
+        let c = parse("[control]\nurl = \"https://10.0.0.1:8080\"\nca_file = \"/etc/garrison/ca.pem\"\nagent_id = \"node-1\"\nadvertise_ip = \"10.0.0.11\"\n").unwrap();
         let control = c.control.unwrap();
-        assert_eq!(control.stream_url, "ws://10.0.0.1:8080/v1/agents/stream");
+        assert_eq!(control.stream_url, "wss://10.0.0.1:8080/v1/agents/stream");
+        let local = parse("[control]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(
+            local.control.unwrap().stream_url,
+            "ws://127.0.0.1:8080/v1/agents/stream"
+        );
+        let insecure =
+            parse("[control]\nurl = \"http://10.0.0.1:8080\"\ninsecure = true\n").unwrap();
+        assert_eq!(
+            insecure.control.unwrap().stream_url,
+            "ws://10.0.0.1:8080/v1/agents/stream"
+        );
         assert_eq!(control.advertise_ip, Some("10.0.0.11".parse().unwrap()));
         assert!(parse("").unwrap().control.is_none());
         for (toml, key) in [
-            ("[control]\nurl = \"https://x:1\"\n", "control.url"),
+            ("[control]\nurl = \"https://x:1\"\n", "control.ca_file"),
+            ("[control]\nurl = \"http://10.0.0.1:1\"\n", "control.url"),
+            ("[control]\nurl = \"ftp://x:1\"\n", "control.url"),
             ("[control]\nurl = \"http://nohostport\"\n", "control.url"),
             (
-                "[control]\nurl = \"http://h:1\"\nagent_id = \"a/b\"\n",
+                "[control]\nurl = \"http://127.0.0.1:1\"\nagent_id = \"a/b\"\n",
                 "control.agent_id",
             ),
             (
-                "[control]\nurl = \"http://h:1\"\nadvertise_ip = \"nope\"\n",
+                "[control]\nurl = \"http://localhost:1\"\nadvertise_ip = \"nope\"\n",
                 "control.advertise_ip",
             ),
         ] {

@@ -128,8 +128,8 @@ struct RunArgs {
     /// the next agent on the same work directory re-adopts them).
     #[arg(long)]
     kill_tasks_on_exit: bool,
-    /// Follow a garrison-control at http://HOST:PORT: register, run its
-    /// tasks, program its VIP table.
+    /// Follow a garrison-control at https://HOST:PORT (http:// for a
+    /// loopback one): register, run its tasks, program its VIP table.
     #[arg(long)]
     control: Option<String>,
     /// This agent's id at the control [default: kept in STATE_DIR/agent-id].
@@ -142,9 +142,12 @@ struct RunArgs {
     /// address the control is reached from].
     #[arg(long)]
     advertise_ip: Option<String>,
-    /// The control's token, if it has one.
-    #[arg(long, env = "GARRISON_CONTROL_TOKEN", hide_env_values = true)]
-    control_token: Option<String>,
+    /// The CA that signed the control's certificate (its DATA_DIR/tls/ca.pem).
+    #[arg(long)]
+    control_ca: Option<PathBuf>,
+    /// A join token for the first connection (`garrison-control token create --join`).
+    #[arg(long, env = "GARRISON_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 }
 
 impl RunArgs {
@@ -182,7 +185,9 @@ impl RunArgs {
                 agent_id: self.agent_id.clone(),
                 hostname: self.hostname.clone(),
                 advertise_ip: self.advertise_ip.clone(),
-                token: self.control_token.clone(),
+                ca_file: self.control_ca.clone(),
+                join_token: self.join_token.clone(),
+                insecure: None,
             },
             health: RawHealth {
                 timeout_ms: self.health_timeout_ms,
@@ -500,6 +505,7 @@ fn link_config(
             let authority = c
                 .stream_url
                 .trim_start_matches("ws://")
+                .trim_start_matches("wss://")
                 .split('/')
                 .next()
                 .unwrap_or_default();
@@ -517,8 +523,21 @@ fn link_config(
             sock.local_addr()?.ip()
         }
     };
+    let tls = match &c.ca_file {
+        Some(path) if c.stream_url.starts_with("wss://") => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("control.ca_file: reading {}", path.display()))?;
+            Some(
+                garrison_agent::control_link::tls_config(&pem)
+                    .map_err(|e| anyhow::anyhow!("control.ca_file {}: {e}", path.display()))?,
+            )
+        }
+        _ => None,
+    };
     Ok(garrison_agent::control_link::LinkConfig {
-        token: c.token.clone(),
+        tls,
+        join_token: c.join_token.clone(),
+        credential_path: config.state_dir.join("control-credential.json"),
         stream_url: c.stream_url.clone(),
         agent_id,
         hostname,
