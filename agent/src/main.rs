@@ -85,7 +85,7 @@ struct RunArgs {
     /// The API's Unix socket; root over it may mutate without the token;
     /// "" for none [default: STATE_DIR/agent.sock].
     #[arg(long)]
-    api_socket: Option<PathBuf>,
+    api_socket: Option<String>,
     /// Static VIP file (JSON, the /v1/vips shape); re-read on change and SIGHUP.
     #[arg(long)]
     vips: Option<PathBuf>,
@@ -167,7 +167,7 @@ impl RunArgs {
             state_dir: self.state_dir.clone(),
             cleanup_on_exit: self.cleanup.then_some(true),
             api_token_file: self.api_token_file.clone(),
-            api_socket: self.api_socket.clone(),
+            api_socket: self.api_socket.as_ref().map(PathBuf::from),
             sources: RawSources {
                 vips_file: self.vips.clone(),
                 vips_poll_ms: self.poll_ms,
