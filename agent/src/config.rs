@@ -10,6 +10,8 @@
 //! named_vip_range = "11.0.0.0/8"   # where named VIPs get addresses
 //! dns_domain = "l4lb.thisdcos.directory"
 //! state_dir = "/var/lib/garrison"  # named VIP allocations survive restarts here
+//! api_token_file = "/var/lib/garrison/api-token" # default <state_dir>/api-token; created 0600
+//! api_socket = "/var/lib/garrison/agent.sock"    # default <state_dir>/agent.sock; "" for none
 //! cleanup_on_exit = false          # true: remove the pinned data plane on exit
 //!
 //! [sources]
@@ -41,7 +43,6 @@
 //! kill_tasks_on_exit = false       # false: tasks outlive the agent and are re-adopted at its restart
 //! sandbox_gc_secs = 604800         # ended tasks and their sandboxes are kept this long
 //! ports = "[31000-32000]"
-//! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
 //! # hook_command = "/usr/local/bin/task-hook"  # run as `HOOK pre-launch|post-exit`
 //!
@@ -72,6 +73,8 @@ pub struct RawConfig {
     pub dns_domain: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub cleanup_on_exit: Option<bool>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_socket: Option<PathBuf>,
     #[serde(default)]
     pub sources: RawSources,
     #[serde(default)]
@@ -212,7 +215,6 @@ pub struct RawIsolation {
     pub pids_max: Option<u64>,
     pub kill_grace_secs: Option<u64>,
     pub ports: Option<String>,
-    pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
     pub hook_command: Option<PathBuf>,
     pub disk_watch_ms: Option<u64>,
@@ -227,7 +229,6 @@ pub struct IsolationConfig {
     pub enabled: bool,
     pub launcher: crate::isolation::launcher::LauncherConfig,
     pub ports: String,
-    pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
     /// Kill every task when the agent stops (default: leave them running; the
     /// next agent on the same work directory re-adopts them).
@@ -284,6 +285,10 @@ pub struct Config {
     pub dns_domain: String,
     pub state_dir: PathBuf,
     pub cleanup_on_exit: bool,
+    /// The agent's API token (see `api::credentials`).
+    pub api_token_file: PathBuf,
+    /// The API's Unix socket (`None`: not served).
+    pub api_socket: Option<PathBuf>,
     pub sources: SourcesConfig,
     pub health: crate::health::HealthConfig,
     pub nfqueue: crate::dataplane::NfqueueConfig,
@@ -365,13 +370,6 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             "needs a role and non-negative cpus, mem, disk",
         ));
     }
-    if i.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-        return Err(invalid(
-            "isolation.api_token",
-            "(hidden)",
-            "must be at least 16 characters",
-        ));
-    }
     Ok(IsolationConfig {
         enabled: i.enabled.unwrap_or(true),
         launcher: LauncherConfig {
@@ -390,7 +388,6 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
                 .map_or(defaults.sandbox_gc, Duration::from_secs),
         },
         ports,
-        api_token: i.api_token,
         reserved: i.reserved,
         kill_tasks_on_exit: i.kill_tasks_on_exit.unwrap_or(false),
     })
@@ -459,6 +456,8 @@ impl RawConfig {
         take!(dns_domain);
         take!(state_dir);
         take!(cleanup_on_exit);
+        take!(api_token_file);
+        take!(api_socket);
         take!(sources.vips_file);
         take!(sources.vips_poll_ms);
         take!(sources.mesos_state);
@@ -473,7 +472,6 @@ impl RawConfig {
         take!(isolation.enabled);
         take!(isolation.work_dir);
         take!(isolation.isolators);
-        take!(isolation.api_token);
         take!(isolation.kill_tasks_on_exit);
         take!(control.url);
         take!(control.agent_id);
@@ -550,10 +548,15 @@ impl RawConfig {
                 ));
             }
         }
+        // An empty api_socket turns the socket off.
+        let socket_given = self.api_socket.is_some();
+        let api_socket = self.api_socket.filter(|p| !p.as_os_str().is_empty());
         for (key, path) in [
             ("bpffs", &self.bpffs),
             ("cgroup", &self.cgroup),
             ("state_dir", &self.state_dir),
+            ("api_token_file", &self.api_token_file),
+            ("api_socket", &api_socket),
         ] {
             if let Some(p) = path
                 && !p.is_absolute()
@@ -561,6 +564,25 @@ impl RawConfig {
                 return Err(invalid(key, p.display(), "must be an absolute path"));
             }
         }
+        // sun_path holds 108 bytes with the terminating NUL.
+        if let Some(p) = &api_socket
+            && p.as_os_str().len() > 107
+        {
+            return Err(invalid(
+                "api_socket",
+                p.display(),
+                "a Unix socket path is at most 107 bytes",
+            ));
+        }
+        let state_dir = self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into());
+        let api_token_file = self
+            .api_token_file
+            .unwrap_or_else(|| state_dir.join("api-token"));
+        let api_socket = if socket_given {
+            api_socket
+        } else {
+            Some(state_dir.join("agent.sock"))
+        };
         Ok(Config {
             api,
             dataplane,
@@ -568,7 +590,9 @@ impl RawConfig {
             bpffs: self.bpffs.unwrap_or_else(|| "/sys/fs/bpf/garrison".into()),
             named_vip_range,
             dns_domain,
-            state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
+            state_dir,
+            api_token_file,
+            api_socket,
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
             health,
             nfqueue,
@@ -665,6 +689,45 @@ mod tests {
         assert_eq!(c.dns_domain, "l4lb.thisdcos.directory");
         assert_eq!(c.sources.mesos_poll, Duration::from_secs(2));
         assert_eq!(c.sources.grace, Duration::from_secs(60));
+        assert_eq!(
+            c.api_token_file,
+            PathBuf::from("/var/lib/garrison/api-token")
+        );
+        assert_eq!(
+            c.api_socket,
+            Some(PathBuf::from("/var/lib/garrison/agent.sock"))
+        );
+    }
+
+    #[test]
+    fn api_credentials_follow_the_state_dir_and_the_socket_can_be_off() {
+        let c = parse("a.toml", "state_dir = \"/srv/g\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.api_token_file, PathBuf::from("/srv/g/api-token"));
+        assert_eq!(c.api_socket, Some(PathBuf::from("/srv/g/agent.sock")));
+        let c = parse("a.toml", "api_socket = \"\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.api_socket, None);
+        let e = parse("a.toml", "api_token_file = \"rel/token\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api_token_file") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = parse("a.toml", "[isolation]\napi_token = \"0123456789abcdef\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api_token"),
+            "the old key is refused by name: {e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
+    api::{auth::ApiAccess, credentials},
     config::{
         self, Config, DataplaneKind, RawConfig, RawHealth, RawIsolation, RawNfqueue, RawSources,
     },
@@ -78,6 +79,13 @@ struct RunArgs {
     /// Directory for persistent state (named VIP allocations) [default: /var/lib/garrison].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The API token's file, created 0600 at first start [default: STATE_DIR/api-token].
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// The API's Unix socket; root over it may mutate without the token;
+    /// "" for none [default: STATE_DIR/agent.sock].
+    #[arg(long)]
+    api_socket: Option<String>,
     /// Static VIP file (JSON, the /v1/vips shape); re-read on change and SIGHUP.
     #[arg(long)]
     vips: Option<PathBuf>,
@@ -161,6 +169,8 @@ impl RunArgs {
             dns_domain: self.dns_domain.clone(),
             state_dir: self.state_dir.clone(),
             cleanup_on_exit: self.cleanup.then_some(true),
+            api_token_file: self.api_token_file.clone(),
+            api_socket: self.api_socket.as_ref().map(PathBuf::from),
             sources: RawSources {
                 vips_file: self.vips.clone(),
                 vips_poll_ms: self.poll_ms,
@@ -296,13 +306,16 @@ fn run_agent(config: Config) -> Result<()> {
         config.health,
     ));
     let api: SocketAddr = config.api;
+    let access = Arc::new(api_access(&config)?);
     let tasks = config.isolation.enabled.then(|| tasks_api(&config));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
     let link = match &config.control {
         None => None,
         Some(c) => Some(link_config(&config, c)?),
     };
-    let run_config = RunConfig {
+    let mut run_config = RunConfig {
+        access,
+        unix: None,
         control: link.is_some().then_some(control_rx),
         tasks: tasks.clone(),
         sources: config.sources.clone(),
@@ -322,6 +335,10 @@ fn run_agent(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding the API to {api}"))?;
         tracing::info!(%api, "API listening");
+        if let Some(path) = &config.api_socket {
+            run_config.unix = Some(credentials::bind_socket(path)?);
+            tracing::info!(socket = %path.display(), "API listening on the Unix socket (root may mutate without the token)");
+        }
         if let Some(link) = link {
             let launcher = tasks.as_ref().and_then(|t| t.launcher.as_ref().ok().cloned());
             let node = match &tasks {
@@ -343,6 +360,9 @@ fn run_agent(config: Config) -> Result<()> {
     // Tasks holding the shared state end with the runtime; then the data
     // plane is dropped (the NFQUEUE path removes its rules and sets).
     drop(runtime);
+    if let Some(path) = &config.api_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(Ok(launcher)) = tasks.as_ref().map(|t| &t.launcher) {
         if config.isolation.kill_tasks_on_exit {
             let killed = launcher.kill_all();
@@ -450,9 +470,25 @@ fn tasks_api(config: &Config) -> garrison_agent::api::tasks::TasksApi {
     }
     garrison_agent::api::tasks::TasksApi {
         launcher,
-        token: iso.api_token.clone(),
         node: Arc::new(node_resources(config)),
     }
+}
+
+/// The API token (read, or created at first start) and where callers find
+/// it and the socket.
+fn api_access(config: &Config) -> Result<ApiAccess> {
+    let path = &config.api_token_file;
+    let (token, created) = credentials::load_or_create_token(path)?;
+    if created {
+        tracing::info!(file = %path.display(), "API token created (mutations need it, or root over the Unix socket)");
+    } else {
+        tracing::info!(file = %path.display(), "API token read (mutations need it, or root over the Unix socket)");
+    }
+    Ok(ApiAccess::new(
+        token,
+        path.clone(),
+        config.api_socket.clone(),
+    ))
 }
 
 fn node_resources(config: &Config) -> garrison_agent::isolation::node::NodeResources {

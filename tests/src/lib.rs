@@ -9,7 +9,10 @@
 //! - [`serve_tcp_name`]: a tiny TCP server answering with its name.
 //! - [`PeerNs`]: a named namespace joined to the caller's by a veth pair.
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
-//!   [`nfqueue`]: those of the NFQUEUE data path.
+//!   [`nfqueue`]: those of the NFQUEUE data path; [`agent_api`]: the agent
+//!   API's access rules and VIP sanity, with [`agent_api::agent_request`]
+//!   for callers that mutate the agent API.
+pub mod agent_api;
 pub mod control;
 pub mod isolation;
 pub mod nfqueue;
