@@ -10,9 +10,12 @@
 //! - [`PeerNs`]: a named namespace joined to the caller's by a veth pair.
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
 //!   [`nfqueue`]: those of the NFQUEUE data path.
+//! - [`python`]: the published Python Marathon client against the control
+//!   (host only: the guests have no Python).
 pub mod control;
 pub mod isolation;
 pub mod nfqueue;
+pub mod python;
 pub mod scenarios;
 
 use garrison_agent::sys;
