@@ -48,17 +48,17 @@ pub fn dns_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
 
 /// The control process (TLS with its own CA, accounts on), and a client
 /// logged in as the bootstrap account.
-struct ControlProcess {
+pub(crate) struct ControlProcess {
     child: Child,
-    api: SocketAddr,
-    client: ApiClient,
+    pub(crate) api: SocketAddr,
+    pub(crate) client: ApiClient,
     dns: SocketAddr,
     data: PathBuf,
     log: PathBuf,
 }
 
 impl ControlProcess {
-    fn start(dir: &Path, api: SocketAddr, dns: SocketAddr) -> Self {
+    pub(crate) fn start(dir: &Path, api: SocketAddr, dns: SocketAddr) -> Self {
         let data = dir.join("control-data");
         let log = dir.join("control.log");
         let out = std::fs::OpenOptions::new()
@@ -106,12 +106,12 @@ impl ControlProcess {
     }
 
     /// The control's CA certificate file (agents verify the control with it).
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.data.join("tls").join("ca.pem")
     }
 
     /// A fresh join token, minted by the CLI from the data dir.
-    fn join_token(&self) -> String {
+    pub(crate) fn join_token(&self) -> String {
         let out = Command::new(sibling_binary("garrison-control", "GARRISON_CONTROL_BIN"))
             .args(["token", "create", "--join", "--data-dir"])
             .arg(&self.data)
@@ -125,7 +125,7 @@ impl ControlProcess {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

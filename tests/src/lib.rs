@@ -12,10 +12,13 @@
 //!   [`nfqueue`]: those of the NFQUEUE data path; [`agent_api`]: the agent
 //!   API's access rules and VIP sanity, with [`agent_api::agent_request`]
 //!   for callers that mutate the agent API.
+//! - [`python`]: the published Python Marathon client against the control
+//!   (host only: the guests have no Python).
 pub mod agent_api;
 pub mod control;
 pub mod isolation;
 pub mod nfqueue;
+pub mod python;
 pub mod scenarios;
 
 use garrison_agent::sys;

@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install missing Debian packages, toolchain pieces and bpf-linker.
+    /// Install missing Debian packages, toolchain pieces, bpf-linker and the Python test venv.
     Deps,
     /// Build the workspace, kernel programs included.
     Build {
