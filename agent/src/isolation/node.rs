@@ -3,20 +3,9 @@
 //! Building the JSON is pure ([`NodeResources::state_json`]).
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// Resources reserved for one role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reservation {
-    pub role: String,
-    #[serde(default)]
-    pub cpus: f64,
-    #[serde(default)]
-    pub mem: f64,
-    #[serde(default)]
-    pub disk: f64,
-}
+/// Resources reserved for one role (`[isolation.reserved]`): the type the
+/// registration carries to the control.
+pub use garrison_proto::Reservation;
 
 /// The node's totals (mem and disk in MB, as Mesos).
 #[derive(Debug, Clone, PartialEq)]

@@ -571,8 +571,8 @@ fn the_typed_control_decides_and_stores_what_the_string_typed_one_did() {
     fn text<T: serde::Serialize>(v: &T) -> String {
         serde_json::to_string(v).expect("serialisable")
     }
-    let apps: Vec<String> = c.apps.values().map(|a| text(a)).collect();
-    let tasks: Vec<String> = c.tasks.values().map(|t| text(t)).collect();
+    let apps: Vec<String> = c.apps.values().map(text).collect();
+    let tasks: Vec<String> = c.tasks.values().map(text).collect();
     assert_eq!(apps, string_typed("APP"));
     assert_eq!(tasks, string_typed("TASK"));
     assert_eq!(vec![text(&c.meta)], string_typed("META"));
