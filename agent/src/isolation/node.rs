@@ -144,4 +144,21 @@ mod tests {
         assert_eq!(j["unreserved_resources"]["cpus"], 6.0);
         assert_eq!(j["unreserved_resources"]["mem"], 15000.0);
     }
+
+    /// `[isolation.reserved]` parses into the type the registration carries.
+    #[test]
+    fn the_configured_reservation_is_the_wire_type() {
+        let r: Reservation = toml::from_str("role = \"slave_public\"\nmem = 512\n").unwrap();
+        assert_eq!(
+            r,
+            garrison_proto::Reservation {
+                role: "slave_public".into(),
+                cpus: 0.0,
+                mem: 512.0,
+                disk: 0.0,
+            }
+        );
+        let typo = toml::from_str::<Reservation>("role = \"r\"\ncpu = 2\n").unwrap_err();
+        assert!(typo.to_string().contains("cpu"), "{typo}");
+    }
 }
