@@ -214,3 +214,93 @@ fn foreign_names_are_refused_or_forwarded_when_asked() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// A stand-in agent: the stream to the control at `addr`.
+type AgentStream = tokio_tungstenite::tungstenite::WebSocket<
+    tokio_tungstenite::tungstenite::stream::MaybeTlsStream<std::net::TcpStream>,
+>;
+
+fn agent_stream(addr: SocketAddr) -> AgentStream {
+    let (ws, _) =
+        tokio_tungstenite::tungstenite::connect(format!("ws://{addr}/v1/agents/stream")).unwrap();
+    if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+    }
+    ws
+}
+
+fn send(ws: &mut AgentStream, frame: &str) {
+    ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
+        .unwrap();
+}
+
+/// `GET /v1/agents` once `done` holds for it (at most 10 s).
+fn agents_once(addr: SocketAddr, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..200 {
+        let (_, body) = http_request(addr, "GET", "/v1/agents", None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if done(&v) {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("GET /v1/agents never satisfied the condition");
+}
+
+const REGISTER: &str = r#"{"type":"register","agent_id":"a1","hostname":"n1","ip":"10.0.0.9","resources":{"cpus":1.0,"mem":256.0,"disk":0.0,"ports":"[31000-31001]","reserved":null},"tasks":[]}"#;
+
+#[test]
+fn a_frame_with_an_unknown_task_state_is_skipped_and_the_stream_lives_on() {
+    let dir = temp_dir("unknown-state");
+    let (addr, handle, stop) = start(&dir, None);
+    let mut ws = agent_stream(addr);
+    send(&mut ws, REGISTER);
+    send(
+        &mut ws,
+        r#"{"type":"task_status","task_id":"web.1","state":"TASK_PAUSED","reason":null,"healthy":null}"#,
+    );
+    // The next frames are read: the ack lands, and a status of a task the
+    // control does not know (a known state) is answered with a kill.
+    send(&mut ws, r#"{"type":"vip_ack","revision":7}"#);
+    send(
+        &mut ws,
+        r#"{"type":"task_status","task_id":"web.2","state":"TASK_RUNNING","reason":null,"healthy":null}"#,
+    );
+    let v = agents_once(addr, |v| v["agents"][0]["acked_revision"] == 7);
+    assert_eq!(v["agents"][0]["ip"], "10.0.0.9", "{v}");
+    assert_eq!(v["agents"][0]["connected"], true, "{v}");
+    let kill = loop {
+        let frame = ws.read().unwrap();
+        let text = frame.to_text().unwrap().to_string();
+        if text.contains(r#""type":"kill""#) {
+            break text;
+        }
+    };
+    assert_eq!(kill, r#"{"type":"kill","task_id":"web.2"}"#);
+    // A registration carrying an unknown state is refused: that stream
+    // closes, the agent is not listed, the control serves on.
+    let mut refused = agent_stream(addr);
+    send(
+        &mut refused,
+        &REGISTER.replace("\"a1\"", "\"a2\"").replace(
+            "\"tasks\":[]",
+            r#""tasks":[{"task_id":"t","state":"TASK_PAUSED"}]"#,
+        ),
+    );
+    // Nothing comes on it but its end (a close frame or a dropped connection).
+    match refused.read() {
+        Ok(m) => assert!(m.is_close(), "the refused stream got {m:?}"),
+        Err(tokio_tungstenite::tungstenite::Error::Io(e))
+            if e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            panic!("the refused stream is still open after 10 s")
+        }
+        Err(_) => {}
+    }
+    let v = agents_once(addr, |_| true);
+    assert_eq!(v["agents"].as_array().map(Vec::len), Some(1), "{v}");
+    drop(stop);
+    handle.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
