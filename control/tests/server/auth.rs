@@ -75,14 +75,16 @@ fn bad_credentials(
     let now = unix_now();
     let key = server.auth.key();
     let foreign_key = SigningKey::load_or_create(other.path()).unwrap();
+    let expired = key.issue(BOOTSTRAP_UID, TokenKind::Session, now - 10);
     let mut tokens: Vec<(&str, String)> = vec![
         ("garbage", "garbage".into()),
-        (
-            "expired",
-            key.issue(BOOTSTRAP_UID, TokenKind::Session, now - 10),
-        ),
+        ("expired", expired.clone()),
         ("tampered", tampered(session)),
         ("join token", server.auth.join_token(60)),
+        (
+            "join-kind token of an existing account",
+            key.issue(BOOTSTRAP_UID, TokenKind::Join, now + 3600),
+        ),
         (
             "unknown account",
             key.issue("nobody-here", TokenKind::Session, now + 3600),
@@ -98,10 +100,7 @@ fn bad_credentials(
     for (label, t) in &tokens {
         cases.push((format!("{label} (token=)"), auth(format!("token={t}"))));
     }
-    cases.push((
-        "expired (Bearer)".into(),
-        auth(format!("Bearer {}", tokens[1].1)),
-    ));
+    cases.push(("expired (Bearer)".into(), auth(format!("Bearer {expired}"))));
     cases.push((
         "tampered (cookie)".into(),
         vec![("Cookie".into(), format!("{COOKIE}={}", tampered(session)))],
