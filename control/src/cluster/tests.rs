@@ -402,7 +402,11 @@ fn killing_all_tasks_of_an_app_keeps_it_and_scales_by_the_killed() {
     assert_eq!(c.apps["/web"].instances, 3, "the app stays as it was");
     // With scale: only the tasks not already being killed count.
     for (agent, t) in launches(&out) {
-        c.task_status(&agent, &status(&t.task_id, TaskState::Running, Some(true)), 4);
+        c.task_status(
+            &agent,
+            &status(&t.task_id, TaskState::Running, Some(true)),
+            4,
+        );
     }
     let (killed, deployment) = c.kill_app_tasks("/web", true, 5).unwrap();
     assert_eq!(
