@@ -346,12 +346,18 @@ fn run_agent(config: Config) -> Result<()> {
                 None => Arc::new(node_resources(&config)),
             };
             tracing::info!(agent_id = %link.agent_id, hostname = %link.hostname, ip = %link.ip, control = %link.stream_url, runs_tasks = launcher.is_some(), "following the control");
+            let api = garrison_agent::api::app(
+                shared.clone(),
+                run_config.tasks.clone(),
+                run_config.access.clone(),
+            );
             tokio::spawn(garrison_agent::control_link::run(
                 link,
                 launcher,
                 node,
                 control_tx,
                 shared.clone(),
+                api,
             ));
         }
         run(listener, shared.clone(), run_config, shutdown_signal()).await?;

@@ -55,6 +55,15 @@ pub enum AgentMessage {
     VipCounters {
         counters: BTreeMap<String, u64>,
     },
+    /// The answer to a [`ControlMessage::ApiRequest`] (body as text, at
+    /// most 8 MiB: the agent's API is JSON).
+    ApiResponse {
+        request_id: u64,
+        status: u16,
+        #[serde(default)]
+        content_type: Option<String>,
+        body: String,
+    },
 }
 
 /// The key of a VIP in [`AgentMessage::VipCounters`]: `10.0.0.1:80/tcp`,
@@ -142,6 +151,13 @@ pub enum ControlMessage {
     Credential {
         agent_id: String,
         secret: String,
+    },
+    /// A read of the agent's own API for Admin Router's `/agent/<id>/…`
+    /// (GET only; `path` with its query). Answered by
+    /// [`AgentMessage::ApiResponse`] with the same `request_id`.
+    ApiRequest {
+        request_id: u64,
+        path: String,
     },
 }
 

@@ -362,7 +362,7 @@ fn web_app(health_checks: &str) -> String {
     format!(
         r#"{{"id":"/web","cmd":"{} $PORT0 $MESOS_TASK_ID","instances":2,"cpus":0.1,"mem":32,
             "portDefinitions":[{{"port":0,"name":"http","labels":{{"VIP_0":"/web:80"}}}}],
-            "healthChecks":[{health_checks}]}}"#,
+            "healthChecks":[{health_checks}],"labels":{{"DCOS_SERVICE_NAME":"web"}}}}"#,
         serve.display()
     )
 }
@@ -414,6 +414,43 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
 
     let seen = rig.spread(&vip_addr, 20);
     assert_eq!(seen.len(), 2, "both tasks answer through the VIP: {seen:?}");
+
+    // Admin Router's routes: /service/web/… reaches a task (round robin),
+    // /agent/<id>/… an agent's own API through its stream; both need a token.
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, body) = rig.api.request("GET", "/service/web/", None).unwrap();
+        assert_eq!(status, 200, "/service/web/: {body}");
+        answered.insert(body);
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "both tasks behind /service/web: {answered:?}"
+    );
+    let (status, body) = rig.api.request("GET", "/service/web/health", None).unwrap();
+    assert_eq!((status, body.trim()), (200, "ok"), "/service/web/health");
+    let (status, body) = rig.api.request("GET", "/service/nope/", None).unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("DCOS_SERVICE_NAME=nope"), "{body}");
+    let (status, _) = rig
+        .api
+        .anonymous()
+        .request("GET", "/service/web/", None)
+        .unwrap();
+    assert_eq!(status, 401);
+    let stats = json(&rig.api, "/agent/agent-a/monitor/statistics");
+    assert!(
+        stats.as_array().is_some(),
+        "/agent/agent-a/monitor/statistics: {stats}"
+    );
+    let (status, body) = rig.api.request("GET", "/agent/nope/state", None).unwrap();
+    assert_eq!(status, 502, "{body}");
+    let (status, _) = rig
+        .api
+        .request("DELETE", "/agent/agent-a/v1/tasks/x", None)
+        .unwrap();
+    assert_eq!(status, 405, "read-only through the control");
 
     // Drain: task 0 turns unhealthy.
     let (victim, victim_agent, victim_port, _) = tasks[0].clone();

@@ -9,6 +9,8 @@
 //!   the data path's per-VIP connection counters with heartbeats (autoscale).
 //! - [`table`]: the control's VIP table as a source table (pure).
 //! - [`checks`]: the tasks' health checks.
+//! - [`api_proxy`]: reads of the agent's API asked over the stream
+//!   (the control's `/agent/<id>/…`).
 //! - [`credential`]: the agent's credential (join token first, then its own
 //!   secret kept 0600 in the state dir).
 //!
@@ -17,6 +19,7 @@
 //!
 //! Launcher calls block (a launch waits for RUNNING, a kill for the grace
 //! period) and run on the blocking pool, never on the loop.
+pub mod api_proxy;
 pub mod checks;
 pub mod credential;
 pub mod table;
@@ -161,6 +164,7 @@ pub async fn run(
     node: Arc<NodeResources>,
     tables: mpsc::Sender<ControlTable>,
     shared: Arc<Shared>,
+    api: axum::Router,
 ) {
     let (check_tx, mut check_rx) = mpsc::channel::<CheckEvent>(256);
     let mut health = Health::default();
@@ -177,6 +181,7 @@ pub async fn run(
                     tables: &tables,
                     check_tx: &check_tx,
                     shared: &shared,
+                    api: &api,
                 };
                 session.run(ws, &mut health, &mut check_rx).await;
                 tracing::warn!(
@@ -199,6 +204,8 @@ struct Session<'a> {
     tables: &'a mpsc::Sender<ControlTable>,
     check_tx: &'a mpsc::Sender<CheckEvent>,
     shared: &'a Shared,
+    /// The agent's own API (reads asked by the control).
+    api: &'a axum::Router,
 }
 
 type Ws =
@@ -241,6 +248,7 @@ impl Session<'_> {
         let mut changes = self.launcher.map(Launcher::subscribe);
         let (ack_tx, mut ack_rx) = mpsc::channel::<u64>(64);
         let (done_tx, mut done_rx) = mpsc::channel::<TaskStatus>(64);
+        let (api_tx, mut api_rx) = mpsc::channel::<AgentMessage>(16);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut last_counters = BTreeMap::new();
         heartbeat.tick().await;
@@ -287,6 +295,13 @@ impl Session<'_> {
                             self.keep_credential(agent_id, secret);
                             None
                         }
+                        Ok(ControlMessage::ApiRequest { request_id, path }) => {
+                            let (router, tx) = (self.api.clone(), api_tx.clone());
+                            tokio::spawn(async move {
+                                let _ = tx.send(api_proxy::answer(router, request_id, path).await).await;
+                            });
+                            None
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -305,6 +320,7 @@ impl Session<'_> {
                 }
                 Some(revision) = ack_rx.recv() => Some(AgentMessage::VipAck { revision }),
                 Some(status) = done_rx.recv() => Some(AgentMessage::TaskStatus(status)),
+                Some(answer) = api_rx.recv() => Some(answer),
                 Some(e) = check_rx.recv() => {
                     if !health.checks.contains_key(&e.task_id) {
                         None

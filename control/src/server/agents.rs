@@ -249,6 +249,7 @@ async fn serve_agent(control: Arc<Control>, socket: WebSocket, auth: StreamAuth)
             }
         }
     }
+    control.drop_calls(&agent);
     if control.detach(&agent, conn) {
         tracing::warn!(%agent, "agent stream closed");
         let _ = control.mutate(|c, _| c.agent_disconnected(&agent));
@@ -270,6 +271,23 @@ fn handle(control: &Control, agent: &str, m: AgentMessage) {
             c.heartbeat(agent, now);
             c.vip_counters(agent, counters)
         }),
+        AgentMessage::ApiResponse {
+            request_id,
+            status,
+            content_type,
+            body,
+        } => {
+            control.answer_call(
+                agent,
+                request_id,
+                super::ApiReply {
+                    status,
+                    content_type,
+                    body,
+                },
+            );
+            Ok(())
+        }
         AgentMessage::Register(_) => {
             tracing::warn!(%agent, "second register on one stream ignored");
             Ok(())

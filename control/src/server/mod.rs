@@ -13,14 +13,15 @@
 //! - [`guard`]: the token check of every non-public route (401 `oauthjwt`).
 //! - [`routes`]: the route table (method, path, access) the router is built from.
 //! - [`listener`]: TCP with TLS handshakes off the accept path.
+//! - [`proxy`]: Admin Router's `/service/<name>/…` and `/agent/<id>/…`.
 //!
 //! Every route needs a session token except `/ping`, the login and the
 //! agents' stream (which takes a join token or the agent's own credential).
 //! The Marathon and Mesos-DNS APIs are also served under Admin Router's
 //! prefixes `/marathon` and `/mesos_dns`.
 //!
-//! Locks, in the order they may be taken: `cluster`, then `links`; the
-//! `authority` and the [`Auth`] locks are taken alone. None is held across
+//! Locks, in the order they may be taken: `cluster`, then `links`, then
+//! `calls`; the `authority` and the [`Auth`] locks are taken alone. None is held across
 //! an `.await`. A poisoned `cluster` lock stops the process (a decision
 //! panicked half-way; the store has the last committed state); the others
 //! are taken over.
@@ -35,6 +36,7 @@ pub mod guard;
 pub mod listener;
 pub mod marathon_api;
 pub mod mesos_dns;
+pub mod proxy;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -92,6 +94,19 @@ pub struct Control {
     stopping: tokio::sync::watch::Sender<bool>,
     /// The cluster's DNS epoch the records were last built at.
     dns_epoch: std::sync::atomic::AtomicU64,
+    /// Reads of agents' APIs waiting for their answer: request id → (agent, reply).
+    calls: Mutex<HashMap<u64, (String, tokio::sync::oneshot::Sender<ApiReply>)>>,
+    next_call: std::sync::atomic::AtomicU64,
+    /// Round robin over a service's tasks.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+/// An agent's answer to a read of its API.
+#[derive(Debug, Clone)]
+pub struct ApiReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
 }
 
 /// An API or store failure, mapped to an HTTP status by the handlers.
@@ -134,6 +149,9 @@ impl Control {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
             dns_epoch: std::sync::atomic::AtomicU64::new(0),
+            calls: Mutex::new(HashMap::new()),
+            next_call: std::sync::atomic::AtomicU64::new(1),
+            turn: std::sync::atomic::AtomicUsize::new(0),
         });
         {
             let cluster = control.cluster.lock().expect("cluster");
@@ -310,6 +328,66 @@ impl Control {
         self.links.lock().expect("links").remove(agent).is_some()
     }
 
+    /// The next turn of a round robin.
+    fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks agent `agent` for `GET path` on its own API over its stream:
+    /// the request id and where the answer arrives (`None`: not connected).
+    fn ask_agent(
+        &self,
+        agent: &str,
+        path: &str,
+    ) -> Option<(u64, tokio::sync::oneshot::Receiver<ApiReply>)> {
+        let id = self
+            .next_call
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let m = ControlMessage::ApiRequest {
+            request_id: id,
+            path: path.to_string(),
+        };
+        let links = self.links.lock().expect("links");
+        let link = links.get(agent)?;
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (agent.to_string(), tx));
+        if link.tx.send(encode(&m)).is_err() {
+            self.forget_call(id);
+            return None;
+        }
+        Some((id, rx))
+    }
+
+    /// Drops a call nobody waits for any more.
+    fn forget_call(&self, id: u64) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Delivers agent `agent`'s answer to call `id` (an answer from another
+    /// agent than the one asked is dropped).
+    fn answer_call(&self, agent: &str, id: u64, reply: ApiReply) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if calls.get(&id).is_some_and(|(a, _)| a == agent)
+            && let Some((_, tx)) = calls.remove(&id)
+        {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Ends the calls waiting on `agent` (its stream closed).
+    fn drop_calls(&self, agent: &str) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (a, _)| a != agent);
+    }
+
     /// Every route: method, path, access (the router is built from it).
     pub fn routes(self: &Arc<Self>) -> routes::Routes {
         use axum::http::Method;
@@ -321,6 +399,7 @@ impl Control {
             .nest("/mesos_dns", mesos_dns::routes(self))
             .merge(agents::routes(self))
             .merge(acs::routes(self))
+            .merge(proxy::routes(self))
     }
 
     /// Forgets a stream if it is still the agent's current one.

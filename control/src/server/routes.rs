@@ -55,7 +55,7 @@ impl Routes {
     ) -> Routes {
         let mr = match access {
             Access::Public => mr,
-            Access::Session => mr.route_layer(axum::middleware::from_fn_with_state(
+            Access::Session => mr.layer(axum::middleware::from_fn_with_state(
                 self.control.clone(),
                 super::guard::require_session,
             )),
