@@ -9,10 +9,12 @@
 //! - [`serve_tcp_name`]: a tiny TCP server answering with its name.
 //! - [`PeerNs`]: a named namespace joined to the caller's by a veth pair.
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
-//!   [`nfqueue`]: those of the NFQUEUE data path.
+//!   [`nfqueue`]: those of the NFQUEUE data path; [`privilege`]: what a task
+//!   keeps of the agent's privileges (nothing).
 pub mod control;
 pub mod isolation;
 pub mod nfqueue;
+pub mod privilege;
 pub mod scenarios;
 
 use garrison_agent::sys;

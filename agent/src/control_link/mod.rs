@@ -331,6 +331,7 @@ impl Session<'_> {
                 disk: l.disk,
             },
             env: l.env.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            user: l.user.clone(),
         };
         self.start_checks(&l, health);
         let launcher = launcher.clone();
