@@ -616,7 +616,8 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.isolation.launcher.default_user, "nobody");
         assert!(!c.isolation.launcher.allow_root_tasks);
-        let c = parse("[isolation]\ndefault_user = \"www-data\"\nallow_root_tasks = true\n").unwrap();
+        let c =
+            parse("[isolation]\ndefault_user = \"www-data\"\nallow_root_tasks = true\n").unwrap();
         assert_eq!(c.isolation.launcher.default_user, "www-data");
         assert!(c.isolation.launcher.allow_root_tasks);
         for (toml, needle) in [

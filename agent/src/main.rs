@@ -270,6 +270,9 @@ fn open_nfqueue(config: &Config) -> Result<Opened> {
 }
 
 fn run_agent(config: Config, config_file: Option<PathBuf>) -> Result<()> {
+    // Nothing the agent was given is for the programs it starts.
+    garrison_agent::isolation::privilege::close_on_exec_above_stdio()
+        .context("marking inherited descriptors close-on-exec")?;
     if config.isolation.enabled {
         // What the agent creates (state, pins, records) is its own.
         garrison_agent::isolation::privilege::private_files_by_default();

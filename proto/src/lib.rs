@@ -163,9 +163,7 @@ pub fn is_plausible_user_name(name: &str) -> bool {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    first_ok
-        && name.len() <= 32
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    first_ok && name.len() <= 32 && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// A health check the agent runs against its task (Marathon's fields).
@@ -252,11 +250,23 @@ mod tests {
 
     #[test]
     fn user_names() {
-        for ok in ["nobody", "root", "www-data", "_apt", "svc.web", "MACHINE$", "a"] {
+        for ok in [
+            "nobody", "root", "www-data", "_apt", "svc.web", "MACHINE$", "a",
+        ] {
             assert!(is_plausible_user_name(ok), "{ok}");
         }
         for bad in [
-            "", "0", "1000", "-x", ".x", "a b", "a/b", "a:b", "$", "émile", "a$b",
+            "",
+            "0",
+            "1000",
+            "-x",
+            ".x",
+            "a b",
+            "a/b",
+            "a:b",
+            "$",
+            "émile",
+            "a$b",
             "abcdefghijklmnopqrstuvwxyz0123456",
         ] {
             assert!(!is_plausible_user_name(bad), "{bad:?}");

@@ -124,7 +124,8 @@ fn environment_names(pid: u32) -> BTreeSet<String> {
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let kv = String::from_utf8_lossy(kv);
-            kv.split_once('=').map_or(kv.to_string(), |(k, _)| k.to_string())
+            kv.split_once('=')
+                .map_or(kv.to_string(), |(k, _)| k.to_string())
         })
         .collect()
 }
@@ -224,7 +225,11 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
     assert_eq!(mode(&state), 0o700, "state directory");
     assert_eq!(mode(&planted), 0o600, "files in the state directory");
     assert_eq!(mode(&pins), 0o700, "pin directory");
-    assert_eq!(mode(&work), 0o711, "work directory: traversable, not listable");
+    assert_eq!(
+        mode(&work),
+        0o711,
+        "work directory: traversable, not listable"
+    );
     assert_eq!(mode(&work.join("tasks")), 0o711);
     assert_eq!(mode(&work.join("meta")), 0o700, "recovery records");
 
@@ -263,7 +268,11 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
         ("list", "pins", pins.clone()),
         ("list", "agent-fds", format!("/proc/{agent_pid}/fd").into()),
         ("try", "agent-log", format!("/proc/{agent_pid}/fd/2").into()),
-        ("try", "agent-environ", format!("/proc/{agent_pid}/environ").into()),
+        (
+            "try",
+            "agent-environ",
+            format!("/proc/{agent_pid}/environ").into(),
+        ),
     ]);
     let (status, body) = post_task(&rig, &task_request("probe", &probe_cmd, None));
     assert_eq!(status, 201, "{body}\n{}", agent.log());
@@ -343,7 +352,10 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
         (NOBODY, NOBODY, 0o750),
         "the sandbox is the task user's"
     );
-    assert_eq!(std::fs::metadata(sandbox.join("stdout")).unwrap().uid(), NOBODY);
+    assert_eq!(
+        std::fs::metadata(sandbox.join("stdout")).unwrap().uid(),
+        NOBODY
+    );
     kill_and_wait(&rig, "probe");
     kill_and_wait(&rig, "holder");
     agent.signal(libc::SIGTERM);
@@ -373,7 +385,11 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
     );
     let probe_cmd = probe(&[
         ("try", "agent-log", format!("/proc/{agent_pid}/fd/2").into()),
-        ("try", "agent-environ", format!("/proc/{agent_pid}/environ").into()),
+        (
+            "try",
+            "agent-environ",
+            format!("/proc/{agent_pid}/environ").into(),
+        ),
     ]);
     let (status, body) = post_task(&rig, &task_request("root-probe", &probe_cmd, Some("root")));
     assert_eq!(status, 201, "{body}\n{}", agent.log());
@@ -395,15 +411,27 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
             "uid 0 without CAP_SYS_PTRACE cannot reach the agent's /proc: {out}"
         );
     }
-    let inherited: Vec<(u32, String)> = open_fds(agent_pid)
+    let flags: Vec<(u32, String, u32)> = open_fds(agent_pid)
         .into_iter()
         .filter(|(fd, _)| *fd > 2)
         .filter_map(|(fd, target)| {
             let info = std::fs::read_to_string(format!("/proc/{agent_pid}/fdinfo/{fd}")).ok()?;
             let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
-            let flags = u32::from_str_radix(flags.trim(), 8).ok()?;
-            (flags & libc::O_CLOEXEC as u32 == 0).then(|| (fd, target.display().to_string()))
+            let flags = u32::from_str_radix(flags.trim(), 8).expect("octal fdinfo flags");
+            Some((fd, target.display().to_string(), flags))
         })
+        .collect();
+    let sockets = flags
+        .iter()
+        .filter(|(_, t, _)| t.starts_with("socket:"))
+        .count();
+    assert!(
+        sockets >= 2,
+        "an NFQUEUE agent holds netlink sockets (queues, conntrack): {flags:?}"
+    );
+    let inherited: Vec<_> = flags
+        .iter()
+        .filter(|(_, _, f)| f & libc::O_CLOEXEC as u32 == 0)
         .collect();
     assert!(
         inherited.is_empty(),
@@ -411,4 +439,94 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
     );
     kill_and_wait(&rig, "root-probe");
     agent.signal(libc::SIGTERM);
+}
+
+/// A COMMAND health check runs the way its task runs: as the task's user,
+/// without any capability, with `no_new_privs`, in the task's sandbox and
+/// cgroups (what `Launcher::task_command` gives the agent's checks).
+pub fn command_checks_run_as_their_task() {
+    use garrison_agent::isolation::{
+        TaskResources, TaskSpec,
+        launcher::{Launcher, LauncherConfig},
+    };
+    crate::require_root();
+    let dir = std::env::temp_dir().join(crate::unique("privilege-check"));
+    let launcher = Launcher::new(LauncherConfig {
+        work_dir: dir.clone(),
+        kill_grace: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .expect("launcher");
+    let id = crate::unique("checked");
+    let info = launcher
+        .launch(TaskSpec {
+            id: id.clone(),
+            cmd: "sleep 60".into(),
+            resources: TaskResources {
+                cpus: 0.1,
+                mem: 32.0,
+                disk: 0.0,
+            },
+            env: BTreeMap::from([("APP_VAR".to_string(), "x".to_string())]),
+            user: None,
+        })
+        .expect("launch");
+    let sandbox = PathBuf::from(&info.sandbox);
+    let check = "while IFS= read -r l; do echo \"$l\"; done < /proc/self/status > check-status; \
+                 while IFS= read -r l; do echo \"$l\"; done < /proc/self/cgroup > check-cgroup; \
+                 test \"$APP_VAR\" = x";
+    let status = launcher
+        .task_command(&id, check)
+        .expect("a command for a running task")
+        .status()
+        .expect("the check ran");
+    assert!(status.success(), "the check sees the task's environment");
+    let seen = parse_status(&std::fs::read_to_string(sandbox.join("check-status")).unwrap());
+    assert_confined(&seen, NOBODY, NOBODY, "a COMMAND check");
+    let cgroups = std::fs::read_to_string(sandbox.join("check-cgroup")).unwrap();
+    // Every hierarchy holding task cgroups (all of them on v2; on a hybrid
+    // host some v1 ones) shows the task's.
+    let tasks_parent = format!("/{}/", garrison_agent::isolation::cgroups::PARENT);
+    let task_lines: Vec<&str> = cgroups
+        .lines()
+        .filter(|l| l.contains(&tasks_parent))
+        .collect();
+    assert!(
+        !task_lines.is_empty() && task_lines.iter().all(|l| l.ends_with(&format!("/{id}"))),
+        "the check runs in the task's cgroups: {cgroups}"
+    );
+    launcher.kill(&id).unwrap();
+    let start = Instant::now();
+    while !launcher.get(&id).unwrap().state.is_terminal()
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        matches!(
+            launcher.task_command(&id, "true"),
+            Err(garrison_agent::isolation::TaskError::NotFound(_))
+        ),
+        "no command for an ended task"
+    );
+    // A default user the host lacks: tasks are unavailable, saying why.
+    for (user, allow_root, needle) in [
+        ("no-such-user-garrison", false, "no user"),
+        ("root", false, "allow_root_tasks"),
+    ] {
+        match Launcher::new(LauncherConfig {
+            work_dir: dir.clone(),
+            default_user: user.into(),
+            allow_root_tasks: allow_root,
+            ..Default::default()
+        }) {
+            Err(garrison_agent::isolation::TaskError::Unavailable(why)) => assert!(
+                why.contains("isolation.default_user") && why.contains(needle),
+                "{why}"
+            ),
+            Err(e) => panic!("{user}: {e}"),
+            Ok(_) => panic!("default user {user:?} accepted"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,11 +32,13 @@ pub use crate::isolation::{
     task_over_disk_quota_is_killed_by_the_du_watcher,
     task_over_memory_limit_fails_with_memory_limit, task_past_its_project_quota_gets_edquot,
 };
-pub use crate::privilege::tasks_run_unprivileged_with_nothing_of_the_agent;
 pub use crate::nfqueue::{
     nfqueue_agent_killed_fail_closed_refuses_fail_open_continues,
     nfqueue_balances_across_namespaces_and_cleans_up,
     nfqueue_silent_backend_is_taken_out_and_retried,
+};
+pub use crate::privilege::{
+    command_checks_run_as_their_task, tasks_run_unprivileged_with_nothing_of_the_agent,
 };
 use crate::{
     LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins, ask_name, enter_netns, http_get,
@@ -74,6 +76,7 @@ macro_rules! with_scenarios {
             a_restarted_launcher_readopts_running_tasks,
             ended_tasks_and_their_sandboxes_are_collected,
             tasks_run_unprivileged_with_nothing_of_the_agent,
+            command_checks_run_as_their_task,
             control_runs_an_app_behind_a_named_vip_and_drains_failures,
             control_restart_loses_nothing_and_lost_agents_are_replaced,
             control_autoscales_an_app_from_vip_connection_rates

@@ -357,6 +357,7 @@ impl Session<'_> {
             task_id: l.task_id.clone(),
             ip: self.config.ip,
             ports: l.ports.clone(),
+            launcher: self.launcher.cloned(),
         };
         let handles: Vec<_> = l
             .health_checks

@@ -135,6 +135,8 @@ struct Task {
     started: Instant,
     /// When it reached its final state (garbage collection counts from here).
     ended: Option<Instant>,
+    /// Its whole environment (commands run for it get the same).
+    env: BTreeMap<String, String>,
 }
 
 struct Inner {
@@ -182,6 +184,15 @@ enum Exit {
 #[derive(Clone)]
 pub struct Launcher {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("work_dir", &self.inner.config.work_dir)
+            .field("disk", &self.inner.disk)
+            .finish_non_exhaustive()
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TaskError {
@@ -246,6 +257,15 @@ impl Launcher {
             default_user: config.default_user.clone(),
             allow_root: config.allow_root_tasks,
         };
+        // Every task without a user would fail: say so at start instead.
+        super::privilege::resolve_user(&policy.default_user)
+            .and_then(|u| policy.check_user(&u))
+            .map_err(|e| {
+                TaskError::Unavailable(format!(
+                    "isolation.default_user {:?}: {e}",
+                    policy.default_user
+                ))
+            })?;
         let launcher = Launcher {
             inner: Arc::new(Inner {
                 config,
@@ -328,6 +348,7 @@ impl Launcher {
                     disk_used: 0,
                     started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                     ended: None,
+                    env: super::privilege::task_env(&id, &sandbox, &record.spec.env),
                 },
             );
             tracing::info!(task = %id, running_secs = age.as_secs(), "task re-adopted");
@@ -463,6 +484,7 @@ impl Launcher {
                     disk_used: 0,
                     started: Instant::now(),
                     ended: None,
+                    env: env.clone(),
                 },
             );
         }
@@ -685,6 +707,43 @@ impl Launcher {
         }
     }
 
+    /// A command run for a running task (a Marathon COMMAND health check)
+    /// the way the task runs: `/bin/sh -c CMD` in its sandbox, as its user,
+    /// with its environment, in its cgroups, without any privilege; stdio
+    /// on /dev/null.
+    pub fn task_command(&self, id: &str, cmd: &str) -> Result<Command, TaskError> {
+        let (sandbox, user, env, cg) = {
+            let tasks = self.inner.tasks.lock().expect("tasks");
+            let t = tasks
+                .get(id)
+                .filter(|t| !t.info.state.is_terminal())
+                .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+            let cg = t
+                .cgroups
+                .clone()
+                .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+            let sandbox = PathBuf::from(&t.info.sandbox);
+            (sandbox, t.info.user.clone(), t.env.clone(), cg)
+        };
+        let user = super::privilege::resolve_user(&user)?;
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&sandbox)
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        confine(
+            &mut command,
+            &cg,
+            Confinement::new(&user, self.inner.last_cap),
+        );
+        Ok(command)
+    }
+
     /// Kills a task: SIGTERM to every process, SIGKILL after the grace period.
     pub fn kill(&self, id: &str) -> Result<TaskInfo, TaskError> {
         let (cg, info) = {
@@ -804,8 +863,8 @@ struct Launch<'a> {
 /// tasks; `<work_dir>/meta` (recovery records: requests with their env)
 /// the agent's alone.
 fn prepare_work_dir(work_dir: &Path) -> Result<(), TaskError> {
-    use std::os::unix::fs::PermissionsExt;
     use super::privilege::WORK_DIR_MODE;
+    use std::os::unix::fs::PermissionsExt;
     for dir in [work_dir.to_path_buf(), work_dir.join("tasks")] {
         fs::set_permissions(&dir, fs::Permissions::from_mode(WORK_DIR_MODE))
             .map_err(io_err(format!("setting the mode of {}", dir.display())))?;
@@ -852,11 +911,6 @@ fn spawn(
         "giving the sandbox to user {}",
         launch.user.name
     )))?;
-    let procs: Vec<CString> = cg
-        .dirs()
-        .iter()
-        .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).expect("no NUL"))
-        .collect();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&spec.cmd)
@@ -866,13 +920,28 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
+    confine(&mut cmd, cg, confinement);
+    cmd.spawn().map_err(io_err(format!(
+        "starting /bin/sh -c {:?} as {}",
+        spec.cmd, launch.user.name
+    )))
+}
+
+/// Makes `cmd`'s child start its own session, join the task's cgroups
+/// (while still root) and drop every privilege ([`Confinement::apply`])
+/// before exec.
+fn confine(cmd: &mut Command, cg: &TaskCgroups, confinement: Confinement) {
+    let procs: Vec<CString> = cg
+        .dirs()
+        .iter()
+        .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).expect("no NUL"))
+        .collect();
     // SAFETY: between fork and exec only async-signal-safe calls (setsid,
     // open, write, close, and Confinement::apply's prctl and raw credential
     // system calls) on buffers prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            // Joining the cgroups needs root: first.
             for p in &procs {
                 let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
@@ -887,8 +956,4 @@ fn spawn(
             confinement.apply()
         });
     }
-    cmd.spawn().map_err(io_err(format!(
-        "starting /bin/sh -c {:?} as {}",
-        spec.cmd, launch.user.name
-    )))
 }

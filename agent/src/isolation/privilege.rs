@@ -16,6 +16,8 @@
 //! cleared, groups, gid and uid set, the remaining sets (effective,
 //! permitted, inheritable) zeroed (a root task keeps uid 0 and nothing else),
 //! `no_new_privs` set, and every descriptor above 2 marked close-on-exec.
+//! The agent also marks its own descriptors close-on-exec at start and after
+//! opening sockets it does not create itself ([`close_on_exec_above_stdio`]).
 //!
 //! [`protect_agent_files`] keeps the agent's own files away from tasks: the
 //! config file loses its group and other bits, the state directory is 0700
@@ -271,7 +273,9 @@ impl Confinement {
             for cap in 0..=self.last_cap {
                 let held = libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0);
                 if held == 1 {
-                    check(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0).into())?;
+                    check(
+                        libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0).into(),
+                    )?;
                 }
             }
             // 2. Ambient capabilities (EINVAL: a kernel before 4.3 has none).
@@ -340,6 +344,31 @@ impl Confinement {
         }
         Ok(())
     }
+}
+
+/// Marks every open descriptor of this process above 2 close-on-exec (the
+/// agent means none of them for a child: inherited ones, and those of
+/// libraries opening sockets without `SOCK_CLOEXEC`, such as `nfq`).
+/// Returns how many were not.
+pub fn close_on_exec_above_stdio() -> std::io::Result<usize> {
+    let mut marked = 0;
+    let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl(2) on a descriptor number; one closed meanwhile
+        // (the directory listing's own, or another thread's) gives EBADF.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            // SAFETY: as above; only the close-on-exec flag is added.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } == 0 {
+                marked += 1;
+            }
+        }
+    }
+    Ok(marked)
 }
 
 /// The agent's own files, kept away from tasks.
@@ -469,9 +498,11 @@ pub fn give_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
         let p = p.to_path_buf();
         move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()))
     };
-    std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid))
-        .map_err(with_path(sandbox))?;
+    // The mode first: changing it once the user owns the directory would
+    // need CAP_FOWNER.
     std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(SANDBOX_MODE))
+        .map_err(with_path(sandbox))?;
+    std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid))
         .map_err(with_path(sandbox))?;
     for entry in std::fs::read_dir(sandbox)?.flatten() {
         let p = entry.path();
@@ -585,5 +616,20 @@ mod tests {
                 (p("/var/lib/g/a"), Wanted::Traversable),
             ]
         );
+    }
+
+    #[test]
+    fn inheritable_descriptors_become_close_on_exec() {
+        // SAFETY: open(2) of a path literal, without O_CLOEXEC on purpose.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(fd > 2, "{}", std::io::Error::last_os_error());
+        // SAFETY: fcntl(2) on the descriptor just opened.
+        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(before & libc::FD_CLOEXEC, 0);
+        assert!(close_on_exec_above_stdio().unwrap() >= 1);
+        // SAFETY: as above; then closed once.
+        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        unsafe { libc::close(fd) };
+        assert_eq!(after & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
     }
 }

@@ -496,5 +496,8 @@ fn launches_carry_the_apps_user() {
     assert_eq!(l[0].1.user.as_deref(), Some("www-data"));
     let mut c = cluster_with_agents(3);
     let l = running_web(&mut c);
-    assert!(l.iter().all(|(_, t)| t.user.is_none()), "no user: the agent's default");
+    assert!(
+        l.iter().all(|(_, t)| t.user.is_none()),
+        "no user: the agent's default"
+    );
 }

@@ -724,7 +724,10 @@ mod tests {
     fn user_is_optional_and_must_be_a_name() {
         let app = |json: &str| parse_app(json.as_bytes(), None);
         assert_eq!(app(r#"{"id":"a","cmd":"x"}"#).unwrap().user, None);
-        assert_eq!(app(r#"{"id":"a","cmd":"x","user":null}"#).unwrap().user, None);
+        assert_eq!(
+            app(r#"{"id":"a","cmd":"x","user":null}"#).unwrap().user,
+            None
+        );
         assert_eq!(
             app(r#"{"id":"a","cmd":"x","user":"www-data"}"#)
                 .unwrap()

@@ -253,6 +253,10 @@ mod tests {
         assert_eq!(&users[0][..4], ["root", "x", "0", "0"]);
         assert_eq!(&users[1][..4], ["nobody", "x", "65534", "65534"]);
         assert!(users.iter().all(|u| u.len() == 7), "{users:?}");
-        assert!(GUEST_GROUP.lines().any(|l| l.starts_with("nogroup:x:65534:")));
+        assert!(
+            GUEST_GROUP
+                .lines()
+                .any(|l| l.starts_with("nogroup:x:65534:"))
+        );
     }
 }

@@ -20,7 +20,7 @@
 //! Descriptors: the `nfq` crate opens its netlink socket without
 //! `SOCK_CLOEXEC` and does not expose it; right after opening a queue, every
 //! descriptor of the agent above 2 is marked close-on-exec
-//! ([`close_on_exec_above_stdio`]), so no program the agent starts inherits
+//! ([`crate::isolation::privilege::close_on_exec_above_stdio`]), so no program the agent starts inherits
 //! it (tasks also mark every descriptor close-on-exec in their child).
 pub mod book;
 pub mod ctnetlink;
@@ -257,7 +257,8 @@ fn worker(
             }
         };
         let mut q = nfq::Queue::open().map_err(err("open"))?;
-        close_on_exec_above_stdio().map_err(err("marking descriptors close-on-exec"))?;
+        crate::isolation::privilege::close_on_exec_above_stdio()
+            .map_err(err("marking descriptors close-on-exec"))?;
         q.bind(queue).map_err(err("bind"))?;
         q.set_copy_range(queue, COPY_RANGE)
             .map_err(err("copy range"))?;
@@ -297,29 +298,6 @@ fn worker(
             tracing::warn!(queue, error = %e, "NFQUEUE verdict");
         }
     }
-}
-
-/// Marks every open descriptor of this process above 2 close-on-exec (the
-/// agent means none of them for a child). Returns how many were not.
-pub fn close_on_exec_above_stdio() -> std::io::Result<usize> {
-    let mut marked = 0;
-    let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: fcntl(2) on a descriptor number; one closed meanwhile
-        // (the directory listing's own, or another thread's) gives EBADF.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-            // SAFETY: as above; only the close-on-exec flag is added.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } == 0 {
-                marked += 1;
-            }
-        }
-    }
-    Ok(marked)
 }
 
 fn now_nanos() -> u64 {
@@ -505,25 +483,5 @@ impl Dataplane for NfqueueDataplane {
                 .settle(&flow, outcome, now);
         }
         Ok(self.state.book.lock().expect("book").take_pending())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inheritable_descriptors_become_close_on_exec() {
-        // SAFETY: open(2) of a path literal, without O_CLOEXEC on purpose.
-        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-        assert!(fd > 2, "{}", std::io::Error::last_os_error());
-        // SAFETY: fcntl(2) on the descriptor just opened.
-        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert_eq!(before & libc::FD_CLOEXEC, 0);
-        assert!(close_on_exec_above_stdio().unwrap() >= 1);
-        // SAFETY: as above; then closed once.
-        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        unsafe { libc::close(fd) };
-        assert_eq!(after & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
     }
 }
