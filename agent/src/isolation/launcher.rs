@@ -863,12 +863,15 @@ struct Launch<'a> {
 /// tasks; `<work_dir>/meta` (recovery records: requests with their env)
 /// the agent's alone.
 fn prepare_work_dir(work_dir: &Path) -> Result<(), TaskError> {
-    use super::privilege::WORK_DIR_MODE;
+    use super::privilege::{WORK_DIR_MODE, Wanted, set_mode};
     use std::os::unix::fs::PermissionsExt;
-    for dir in [work_dir.to_path_buf(), work_dir.join("tasks")] {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(WORK_DIR_MODE))
-            .map_err(io_err(format!("setting the mode of {}", dir.display())))?;
+    // The work directory may be shared (an operator's choice): warn, go on.
+    if let Err(e) = set_mode(work_dir, Wanted::Mode(WORK_DIR_MODE)) {
+        tracing::warn!(work_dir = %work_dir.display(), error = %e, "the work directory's mode is not 0711");
     }
+    let tasks = work_dir.join("tasks");
+    fs::set_permissions(&tasks, fs::Permissions::from_mode(WORK_DIR_MODE))
+        .map_err(io_err(format!("setting the mode of {}", tasks.display())))?;
     let meta = meta_dir(work_dir);
     create_private_dir(&meta).map_err(io_err(format!("creating {}", meta.display())))?;
     // The sandbox is the task's working directory whatever its parents, but

@@ -435,9 +435,16 @@ pub fn protection_plan(files: &AgentFiles) -> Vec<(PathBuf, Wanted)> {
     plan
 }
 
+/// Whether a directory is shared with others and not the agent's to
+/// change: the root directory, or one with the sticky bit (such as /tmp).
+pub fn is_shared_dir(path: &Path, mode: u32) -> bool {
+    path.parent().is_none() || mode & 0o1000 != 0
+}
+
 /// Sets a path's mode as wanted; `Ok(Some(old, new))` when it changed,
-/// `Ok(None)` when it was right or does not exist.
-fn set_mode(path: &Path, wanted: Wanted) -> io::Result<Option<(u32, u32)>> {
+/// `Ok(None)` when it was right or does not exist. A shared directory
+/// ([`is_shared_dir`]) is left alone: an error says why.
+pub fn set_mode(path: &Path, wanted: Wanted) -> io::Result<Option<(u32, u32)>> {
     use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -445,6 +452,11 @@ fn set_mode(path: &Path, wanted: Wanted) -> io::Result<Option<(u32, u32)>> {
         Err(e) => return Err(e),
     };
     let old = meta.permissions().mode() & 0o7777;
+    if meta.is_dir() && is_shared_dir(path, old) {
+        return Err(io::Error::other(
+            "a shared directory (root, or sticky like /tmp) is left as it is: give the agent a directory of its own",
+        ));
+    }
     let new = wanted.apply(old);
     if new == old {
         return Ok(None);
@@ -576,6 +588,13 @@ mod tests {
         assert_eq!(env["PATH"], "/opt/bin", "the request's PATH wins");
         assert_eq!(env["PORT0"], "31000");
         assert_eq!(env.len(), 5);
+    }
+
+    #[test]
+    fn shared_directories_are_not_the_agents() {
+        assert!(is_shared_dir(Path::new("/"), 0o755));
+        assert!(is_shared_dir(Path::new("/tmp"), 0o1777));
+        assert!(!is_shared_dir(Path::new("/var/lib/garrison"), 0o755));
     }
 
     #[test]
