@@ -10,6 +10,8 @@
 //! named_vip_range = "11.0.0.0/8"   # where named VIPs get addresses
 //! dns_domain = "l4lb.thisdcos.directory"
 //! state_dir = "/var/lib/garrison"  # named VIP allocations survive restarts here
+//! api_token_file = "/var/lib/garrison/api-token" # default <state_dir>/api-token; created 0600
+//! api_socket = "/var/lib/garrison/agent.sock"    # default <state_dir>/agent.sock; "" for none
 //! cleanup_on_exit = false          # true: remove the pinned data plane on exit
 //!
 //! [sources]
@@ -43,10 +45,18 @@
 //! ports = "[31000-32000]"
 //! default_user = "nobody"          # tasks whose request (app `user`) names no user run as this one
 //! allow_root_tasks = false         # true: a task may ask for a uid-0 user (it still has no capability)
-//! # api_token = "…"                # task changes from anywhere with this bearer token
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
 //! # hook_command = "/usr/local/bin/task-hook"  # run as `HOOK pre-launch|post-exit`
+//!
+//! [control]                        # follow a garrison-control
+//! url = "https://10.0.0.1:8080"    # http:// only to a loopback control (or insecure = true)
+//! ca_file = "/etc/garrison/control-ca.pem"   # the control's DATA_DIR/tls/ca.pem
+//! join_token = "…"                 # first start only: `garrison-control token create --join`
+//! # agent_id, hostname, advertise_ip: default to STATE_DIR/agent-id, the host name, the route to the control
 //! ```
+//!
+//! After joining, the agent keeps its own credential in
+//! `<state_dir>/control-credential.json` (0600) and uses it from then on.
 //!
 //! Tasks never run with the agent's privileges: as their user (`default_user`
 //! when the request names none; a uid-0 user only with `allow_root_tasks`),
@@ -72,6 +82,8 @@ pub struct RawConfig {
     pub dns_domain: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub cleanup_on_exit: Option<bool>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_socket: Option<PathBuf>,
     #[serde(default)]
     pub sources: RawSources,
     #[serde(default)]
@@ -92,35 +104,80 @@ pub struct RawControl {
     pub agent_id: Option<String>,
     pub hostname: Option<String>,
     pub advertise_ip: Option<String>,
-    pub token: Option<String>,
+    /// The CA that signed the control's certificate (`https://` controls).
+    pub ca_file: Option<PathBuf>,
+    /// A join token (`garrison-control token create --join`) for the first
+    /// connection; afterwards the agent's own credential is used.
+    pub join_token: Option<String>,
+    /// Allow a plain `http://` control on a non-loopback address.
+    pub insecure: Option<bool>,
 }
 
 /// The validated `[control]` table: the agent follows a `garrison-control`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
-    /// `ws://host:port/v1/agents/stream` (from `http://host:port`).
+    /// `wss://host:port/v1/agents/stream` (from `https://host:port`), or
+    /// `ws://…` from `http://` (loopback only unless `insecure`).
     pub stream_url: String,
+    /// The control's CA (required for `https://`).
+    pub ca_file: Option<PathBuf>,
+    pub join_token: Option<String>,
     /// `None`: read from (or created in) `<state_dir>/agent-id`.
     pub agent_id: Option<String>,
     /// `None`: the system host name.
     pub hostname: Option<String>,
     /// `None`: the local address the control is reached from.
     pub advertise_ip: Option<std::net::IpAddr>,
-    /// Sent as `Authorization: token=…` when the control has one.
-    pub token: Option<String>,
+}
+
+/// Whether `authority` (`host:port`) names a loopback host.
+fn loopback_authority(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError> {
     let Some(url) = c.url else {
         return Ok(None);
     };
-    let rest = url
+    const EXPECTED: &str = "expected https://HOST:PORT (or http://127.0.0.1:PORT)";
+    let (tls, rest) = if let Some(r) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("wss://"))
+    {
+        (true, r)
+    } else if let Some(r) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| invalid("control.url", &url, "expected http://HOST:PORT"))?;
+    {
+        (false, r)
+    } else {
+        return Err(invalid("control.url", &url, EXPECTED));
+    };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() || !authority.contains(':') {
-        return Err(invalid("control.url", &url, "expected http://HOST:PORT"));
+        return Err(invalid("control.url", &url, EXPECTED));
+    }
+    if !tls && !loopback_authority(authority) && c.insecure != Some(true) {
+        return Err(invalid(
+            "control.url",
+            &url,
+            "plain http:// only to a loopback control; use https:// with control.ca_file (or control.insecure = true)",
+        ));
+    }
+    if tls && c.ca_file.is_none() {
+        return Err(invalid(
+            "control.ca_file",
+            "",
+            "an https:// control needs the CA that signed its certificate (the control's DATA_DIR/tls/ca.pem)",
+        ));
     }
     if let Some(id) = &c.agent_id {
         let ok = !id.is_empty()
@@ -144,11 +201,15 @@ fn validate_control(c: RawControl) -> Result<Option<ControlConfig>, ConfigError>
         ),
     };
     Ok(Some(ControlConfig {
-        stream_url: format!("ws://{authority}/v1/agents/stream"),
+        stream_url: format!(
+            "{}://{authority}/v1/agents/stream",
+            if tls { "wss" } else { "ws" }
+        ),
+        ca_file: c.ca_file,
+        join_token: c.join_token,
         agent_id: c.agent_id,
         hostname: c.hostname,
         advertise_ip,
-        token: c.token,
     }))
 }
 
@@ -163,7 +224,6 @@ pub struct RawIsolation {
     pub pids_max: Option<u64>,
     pub kill_grace_secs: Option<u64>,
     pub ports: Option<String>,
-    pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
     pub hook_command: Option<PathBuf>,
     pub disk_watch_ms: Option<u64>,
@@ -180,7 +240,6 @@ pub struct IsolationConfig {
     pub enabled: bool,
     pub launcher: crate::isolation::launcher::LauncherConfig,
     pub ports: String,
-    pub api_token: Option<String>,
     pub reserved: Option<crate::isolation::node::Reservation>,
     /// Kill every task when the agent stops (default: leave them running; the
     /// next agent on the same work directory re-adopts them).
@@ -237,6 +296,10 @@ pub struct Config {
     pub dns_domain: String,
     pub state_dir: PathBuf,
     pub cleanup_on_exit: bool,
+    /// The agent's API token (see `api::credentials`).
+    pub api_token_file: PathBuf,
+    /// The API's Unix socket (`None`: not served).
+    pub api_socket: Option<PathBuf>,
     pub sources: SourcesConfig,
     pub health: crate::health::HealthConfig,
     pub nfqueue: crate::dataplane::NfqueueConfig,
@@ -334,13 +397,6 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             "root tasks need isolation.allow_root_tasks = true",
         ));
     }
-    if i.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-        return Err(invalid(
-            "isolation.api_token",
-            "(hidden)",
-            "must be at least 16 characters",
-        ));
-    }
     Ok(IsolationConfig {
         enabled: i.enabled.unwrap_or(true),
         launcher: LauncherConfig {
@@ -361,7 +417,6 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             allow_root_tasks,
         },
         ports,
-        api_token: i.api_token,
         reserved: i.reserved,
         kill_tasks_on_exit: i.kill_tasks_on_exit.unwrap_or(false),
     })
@@ -430,6 +485,8 @@ impl RawConfig {
         take!(dns_domain);
         take!(state_dir);
         take!(cleanup_on_exit);
+        take!(api_token_file);
+        take!(api_socket);
         take!(sources.vips_file);
         take!(sources.vips_poll_ms);
         take!(sources.mesos_state);
@@ -444,13 +501,14 @@ impl RawConfig {
         take!(isolation.enabled);
         take!(isolation.work_dir);
         take!(isolation.isolators);
-        take!(isolation.api_token);
         take!(isolation.kill_tasks_on_exit);
         take!(control.url);
         take!(control.agent_id);
         take!(control.hostname);
         take!(control.advertise_ip);
-        take!(control.token);
+        take!(control.ca_file);
+        take!(control.join_token);
+        take!(control.insecure);
         self
     }
 
@@ -519,10 +577,15 @@ impl RawConfig {
                 ));
             }
         }
+        // An empty api_socket turns the socket off.
+        let socket_given = self.api_socket.is_some();
+        let api_socket = self.api_socket.filter(|p| !p.as_os_str().is_empty());
         for (key, path) in [
             ("bpffs", &self.bpffs),
             ("cgroup", &self.cgroup),
             ("state_dir", &self.state_dir),
+            ("api_token_file", &self.api_token_file),
+            ("api_socket", &api_socket),
         ] {
             if let Some(p) = path
                 && !p.is_absolute()
@@ -530,6 +593,25 @@ impl RawConfig {
                 return Err(invalid(key, p.display(), "must be an absolute path"));
             }
         }
+        // sun_path holds 108 bytes with the terminating NUL.
+        if let Some(p) = &api_socket
+            && p.as_os_str().len() > 107
+        {
+            return Err(invalid(
+                "api_socket",
+                p.display(),
+                "a Unix socket path is at most 107 bytes",
+            ));
+        }
+        let state_dir = self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into());
+        let api_token_file = self
+            .api_token_file
+            .unwrap_or_else(|| state_dir.join("api-token"));
+        let api_socket = if socket_given {
+            api_socket
+        } else {
+            Some(state_dir.join("agent.sock"))
+        };
         Ok(Config {
             api,
             dataplane,
@@ -537,7 +619,9 @@ impl RawConfig {
             bpffs: self.bpffs.unwrap_or_else(|| "/sys/fs/bpf/garrison".into()),
             named_vip_range,
             dns_domain,
-            state_dir: self.state_dir.unwrap_or_else(|| "/var/lib/garrison".into()),
+            state_dir,
+            api_token_file,
+            api_socket,
             cleanup_on_exit: self.cleanup_on_exit.unwrap_or(false),
             health,
             nfqueue,
@@ -584,20 +668,33 @@ mod tests {
             let raw: RawConfig = toml::from_str(toml).unwrap();
             raw.validate()
         };
-        let c = parse("[control]\nurl = \"http://10.0.0.1:8080\"\nagent_id = \"node-1\"\nadvertise_ip = \"10.0.0.11\"\n").unwrap();
+        let c = parse("[control]\nurl = \"https://10.0.0.1:8080\"\nca_file = \"/etc/garrison/ca.pem\"\nagent_id = \"node-1\"\nadvertise_ip = \"10.0.0.11\"\n").unwrap();
         let control = c.control.unwrap();
-        assert_eq!(control.stream_url, "ws://10.0.0.1:8080/v1/agents/stream");
+        assert_eq!(control.stream_url, "wss://10.0.0.1:8080/v1/agents/stream");
+        let local = parse("[control]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(
+            local.control.unwrap().stream_url,
+            "ws://127.0.0.1:8080/v1/agents/stream"
+        );
+        let insecure =
+            parse("[control]\nurl = \"http://10.0.0.1:8080\"\ninsecure = true\n").unwrap();
+        assert_eq!(
+            insecure.control.unwrap().stream_url,
+            "ws://10.0.0.1:8080/v1/agents/stream"
+        );
         assert_eq!(control.advertise_ip, Some("10.0.0.11".parse().unwrap()));
         assert!(parse("").unwrap().control.is_none());
         for (toml, key) in [
-            ("[control]\nurl = \"https://x:1\"\n", "control.url"),
+            ("[control]\nurl = \"https://x:1\"\n", "control.ca_file"),
+            ("[control]\nurl = \"http://10.0.0.1:1\"\n", "control.url"),
+            ("[control]\nurl = \"ftp://x:1\"\n", "control.url"),
             ("[control]\nurl = \"http://nohostport\"\n", "control.url"),
             (
-                "[control]\nurl = \"http://h:1\"\nagent_id = \"a/b\"\n",
+                "[control]\nurl = \"http://127.0.0.1:1\"\nagent_id = \"a/b\"\n",
                 "control.agent_id",
             ),
             (
-                "[control]\nurl = \"http://h:1\"\nadvertise_ip = \"nope\"\n",
+                "[control]\nurl = \"http://localhost:1\"\nadvertise_ip = \"nope\"\n",
                 "control.advertise_ip",
             ),
         ] {
@@ -649,6 +746,45 @@ mod tests {
         assert_eq!(c.dns_domain, "l4lb.thisdcos.directory");
         assert_eq!(c.sources.mesos_poll, Duration::from_secs(2));
         assert_eq!(c.sources.grace, Duration::from_secs(60));
+        assert_eq!(
+            c.api_token_file,
+            PathBuf::from("/var/lib/garrison/api-token")
+        );
+        assert_eq!(
+            c.api_socket,
+            Some(PathBuf::from("/var/lib/garrison/agent.sock"))
+        );
+    }
+
+    #[test]
+    fn api_credentials_follow_the_state_dir_and_the_socket_can_be_off() {
+        let c = parse("a.toml", "state_dir = \"/srv/g\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.api_token_file, PathBuf::from("/srv/g/api-token"));
+        assert_eq!(c.api_socket, Some(PathBuf::from("/srv/g/agent.sock")));
+        let c = parse("a.toml", "api_socket = \"\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.api_socket, None);
+        let e = parse("a.toml", "api_token_file = \"rel/token\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api_token_file") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = parse("a.toml", "[isolation]\napi_token = \"0123456789abcdef\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api_token"),
+            "the old key is refused by name: {e}"
+        );
     }
 
     #[test]

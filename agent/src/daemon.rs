@@ -7,6 +7,13 @@
 //! its own task; a failing one keeps its last good table for the grace period).
 //! Nothing is programmed until every source has reported once, so a restarted
 //! agent keeps the re-adopted table instead of programming a partial one.
+//! VIPs whose address may not be a VIP here are refused at every rebuild
+//! against the host's addresses, read again at each rebuild and every few
+//! seconds (a change rebuilds); refusals are logged once each, counted in
+//! /metrics and listed at `GET /v1/vips/refused`.
+//!
+//! The API is served on the TCP listener and, when given, on a Unix socket:
+//! the same router, every route behind [`api::auth::guard`].
 use std::{
     collections::BTreeMap,
     future::Future,
@@ -29,12 +36,14 @@ use crate::{
     sources::{
         SourceTable, fetch,
         file::{FilePoll, FileSource, as_source_table},
-        merge::{Merger, SourceEvent, build_table},
+        host::host_addresses,
+        merge::{Built, Merger, RefusedVip, SourceEvent, build_table},
         mesos,
     },
     vip::{
         VipTable,
         named::{Ipv4Range, NamedVipAllocator},
+        sanity::HostAddrs,
     },
 };
 
@@ -209,6 +218,10 @@ pub struct RunConfig {
     /// control's table never expires: while the control is away the agent
     /// keeps serving the last one.
     pub control: Option<mpsc::Receiver<ControlTable>>,
+    /// Who may mutate through the API.
+    pub access: Arc<api::auth::ApiAccess>,
+    /// The API's Unix socket, bound (`None`: TCP only).
+    pub unix: Option<tokio::net::UnixListener>,
 }
 
 /// One poll result from a source task.
@@ -293,6 +306,8 @@ struct Reconciler {
     named: NamedVips,
     last_warnings: BTreeMap<String, Vec<String>>,
     last_vip_errors: Vec<String>,
+    /// This host's addresses as last read (no VIP may take one).
+    host: HostAddrs,
     trim_pending: bool,
     /// The sources' table before the failure detector's overlay.
     merged: Option<VipTable>,
@@ -439,7 +454,7 @@ impl Reconciler {
             FilePoll::Changed(table) => {
                 self.on_update(Update {
                     source: "file".into(),
-                    result: Ok(as_source_table(&table)),
+                    result: Ok(as_source_table(&table, source.path())),
                     warnings: Vec::new(),
                     seen,
                 });
@@ -462,14 +477,64 @@ impl Reconciler {
         let _ = t.programmed.send(programmed);
     }
 
+    /// Reads the host's addresses again; true when they changed. A failed
+    /// read keeps the last ones.
+    fn refresh_host(&mut self) -> bool {
+        match host_addresses() {
+            Ok(addrs) if addrs != self.host => {
+                tracing::debug!(addresses = ?addrs, "host addresses changed");
+                self.host = addrs;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the host's addresses (getifaddrs) failed; keeping the last ones");
+                false
+            }
+        }
+    }
+
+    /// A host address appeared or went: VIPs are judged again.
+    fn on_host_tick(&mut self) {
+        if self.refresh_host() && self.merged.is_some() {
+            self.rebuild(Instant::now());
+        }
+    }
+
+    /// Logs each refusal once (until it goes and comes back) and publishes
+    /// the list for /metrics and the API.
+    fn report_refused(&mut self, refused: Vec<RefusedVip>) {
+        let before = self.shared.metrics().refused;
+        for r in refused.iter().filter(|r| !before.contains(r)) {
+            tracing::error!(
+                vip = %r.vip, source = %r.source, reason = r.reason.as_str(),
+                "{r}"
+            );
+        }
+        for r in before.iter().filter(|r| !refused.contains(r)) {
+            tracing::info!(vip = %r.vip, source = %r.source, "VIP no longer refused: gone from its source or no longer unfit");
+        }
+        self.shared.with_metrics(|m| m.refused = refused);
+    }
+
     /// Rebuilds and programs the table; true when the data plane holds it.
     fn rebuild(&mut self, seen: Instant) -> bool {
         if !self.merger.all_reported() {
             return false;
         }
+        self.refresh_host();
         let before = self.allocator.allocations().len();
-        let (merged, errors) =
-            build_table(self.merger.tables(), &mut self.allocator, &self.named.zone);
+        let Built {
+            table: merged,
+            errors,
+            refused,
+        } = build_table(
+            self.merger.tables(),
+            &mut self.allocator,
+            &self.named.zone,
+            &self.host,
+        );
+        self.report_refused(refused);
         let table = self.shared.with_detector(&merged);
         self.merged = Some(merged);
         if self.allocator.allocations().len() != before
@@ -524,18 +589,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let mut server_stop = stop_rx.clone();
-    let mut app = api::router(shared.clone());
-    if let Some(tasks) = config.tasks.clone() {
-        app = app.merge(api::tasks::router(tasks));
-    }
+    let app = api::app(shared.clone(), config.tasks.clone(), config.access.clone());
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix_server = config.unix.map(|unix| {
+        let served = axum::serve(
+            unix,
+            app.clone()
+                .into_make_service_with_connect_info::<api::auth::UnixPeer>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        tokio::spawn(async move { served.await })
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    });
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let server = tokio::spawn(async move { server.await });
 
     let sources = &config.sources;
@@ -568,6 +639,7 @@ pub async fn run(
         named: config.named.clone(),
         last_warnings: BTreeMap::new(),
         last_vip_errors: Vec::new(),
+        host: HostAddrs::new(),
         trim_pending: false,
         merged: None,
         last_apply_ok: true,
@@ -578,6 +650,8 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup())?;
     let mut file_tick = tokio::time::interval(sources.vips_poll);
     let mut grace_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut host_tick = tokio::time::interval(Duration::from_secs(5));
+    host_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health_tick = tokio::time::interval(Duration::from_millis(100));
     health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -601,12 +675,20 @@ pub async fn run(
             } => rec.on_control(table),
             _ = grace_tick.tick() => rec.on_tick(),
             _ = health_tick.tick() => rec.on_health_tick(),
+            _ = host_tick.tick() => rec.on_host_tick(),
         }
     }
     for p in pollers {
         p.abort();
     }
     let _ = stop_tx.send(true);
+    if let Some(unix) = unix_server {
+        match unix.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the API's Unix socket server failed"),
+            Err(e) => tracing::warn!(error = %e, "the API's Unix socket server panicked"),
+        }
+    }
     match server.await {
         Ok(r) => r,
         Err(e) => Err(std::io::Error::other(e)),

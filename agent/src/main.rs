@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use garrison_agent::{
+    api::{auth::ApiAccess, credentials},
     config::{
         self, Config, DataplaneKind, RawConfig, RawHealth, RawIsolation, RawNfqueue, RawSources,
     },
@@ -78,6 +79,13 @@ struct RunArgs {
     /// Directory for persistent state (named VIP allocations) [default: /var/lib/garrison].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The API token's file, created 0600 at first start [default: STATE_DIR/api-token].
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// The API's Unix socket; root over it may mutate without the token;
+    /// "" for none [default: STATE_DIR/agent.sock].
+    #[arg(long)]
+    api_socket: Option<String>,
     /// Static VIP file (JSON, the /v1/vips shape); re-read on change and SIGHUP.
     #[arg(long)]
     vips: Option<PathBuf>,
@@ -128,8 +136,8 @@ struct RunArgs {
     /// the next agent on the same work directory re-adopts them).
     #[arg(long)]
     kill_tasks_on_exit: bool,
-    /// Follow a garrison-control at http://HOST:PORT: register, run its
-    /// tasks, program its VIP table.
+    /// Follow a garrison-control at https://HOST:PORT (http:// for a
+    /// loopback one): register, run its tasks, program its VIP table.
     #[arg(long)]
     control: Option<String>,
     /// This agent's id at the control [default: kept in STATE_DIR/agent-id].
@@ -142,9 +150,12 @@ struct RunArgs {
     /// address the control is reached from].
     #[arg(long)]
     advertise_ip: Option<String>,
-    /// The control's token, if it has one.
-    #[arg(long, env = "GARRISON_CONTROL_TOKEN", hide_env_values = true)]
-    control_token: Option<String>,
+    /// The CA that signed the control's certificate (its DATA_DIR/tls/ca.pem).
+    #[arg(long)]
+    control_ca: Option<PathBuf>,
+    /// A join token for the first connection (`garrison-control token create --join`).
+    #[arg(long, env = "GARRISON_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 }
 
 impl RunArgs {
@@ -158,6 +169,8 @@ impl RunArgs {
             dns_domain: self.dns_domain.clone(),
             state_dir: self.state_dir.clone(),
             cleanup_on_exit: self.cleanup.then_some(true),
+            api_token_file: self.api_token_file.clone(),
+            api_socket: self.api_socket.as_ref().map(PathBuf::from),
             sources: RawSources {
                 vips_file: self.vips.clone(),
                 vips_poll_ms: self.poll_ms,
@@ -182,7 +195,9 @@ impl RunArgs {
                 agent_id: self.agent_id.clone(),
                 hostname: self.hostname.clone(),
                 advertise_ip: self.advertise_ip.clone(),
-                token: self.control_token.clone(),
+                ca_file: self.control_ca.clone(),
+                join_token: self.join_token.clone(),
+                insecure: None,
             },
             health: RawHealth {
                 timeout_ms: self.health_timeout_ms,
@@ -301,13 +316,16 @@ fn run_agent(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         config.health,
     ));
     let api: SocketAddr = config.api;
+    let access = Arc::new(api_access(&config)?);
     let tasks = config.isolation.enabled.then(|| tasks_api(&config));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
     let link = match &config.control {
         None => None,
         Some(c) => Some(link_config(&config, c)?),
     };
-    let run_config = RunConfig {
+    let mut run_config = RunConfig {
+        access,
+        unix: None,
         control: link.is_some().then_some(control_rx),
         tasks: tasks.clone(),
         sources: config.sources.clone(),
@@ -327,6 +345,10 @@ fn run_agent(config: Config, config_file: Option<PathBuf>) -> Result<()> {
             .await
             .with_context(|| format!("binding the API to {api}"))?;
         tracing::info!(%api, "API listening");
+        if let Some(path) = &config.api_socket {
+            run_config.unix = Some(credentials::bind_socket(path)?);
+            tracing::info!(socket = %path.display(), "API listening on the Unix socket (root may mutate without the token)");
+        }
         if let Some(link) = link {
             let launcher = tasks.as_ref().and_then(|t| t.launcher.as_ref().ok().cloned());
             let node = match &tasks {
@@ -348,6 +370,9 @@ fn run_agent(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // Tasks holding the shared state end with the runtime; then the data
     // plane is dropped (the NFQUEUE path removes its rules and sets).
     drop(runtime);
+    if let Some(path) = &config.api_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(Ok(launcher)) = tasks.as_ref().map(|t| &t.launcher) {
         if config.isolation.kill_tasks_on_exit {
             let killed = launcher.kill_all();
@@ -471,9 +496,25 @@ fn tasks_api(config: &Config) -> garrison_agent::api::tasks::TasksApi {
     }
     garrison_agent::api::tasks::TasksApi {
         launcher,
-        token: iso.api_token.clone(),
         node: Arc::new(node_resources(config)),
     }
+}
+
+/// The API token (read, or created at first start) and where callers find
+/// it and the socket.
+fn api_access(config: &Config) -> Result<ApiAccess> {
+    let path = &config.api_token_file;
+    let (token, created) = credentials::load_or_create_token(path)?;
+    if created {
+        tracing::info!(file = %path.display(), "API token created (mutations need it, or root over the Unix socket)");
+    } else {
+        tracing::info!(file = %path.display(), "API token read (mutations need it, or root over the Unix socket)");
+    }
+    Ok(ApiAccess::new(
+        token,
+        path.clone(),
+        config.api_socket.clone(),
+    ))
 }
 
 fn node_resources(config: &Config) -> garrison_agent::isolation::node::NodeResources {
@@ -526,6 +567,7 @@ fn link_config(
             let authority = c
                 .stream_url
                 .trim_start_matches("ws://")
+                .trim_start_matches("wss://")
                 .split('/')
                 .next()
                 .unwrap_or_default();
@@ -543,8 +585,21 @@ fn link_config(
             sock.local_addr()?.ip()
         }
     };
+    let tls = match &c.ca_file {
+        Some(path) if c.stream_url.starts_with("wss://") => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("control.ca_file: reading {}", path.display()))?;
+            Some(
+                garrison_agent::control_link::tls_config(&pem)
+                    .map_err(|e| anyhow::anyhow!("control.ca_file {}: {e}", path.display()))?,
+            )
+        }
+        _ => None,
+    };
     Ok(garrison_agent::control_link::LinkConfig {
-        token: c.token.clone(),
+        tls,
+        join_token: c.join_token.clone(),
+        credential_path: config.state_dir.join("control-credential.json"),
         stream_url: c.stream_url.clone(),
         agent_id,
         hostname,

@@ -47,5 +47,7 @@ pub struct AgentMetrics {
     pub updates_applied: u64,
     pub apply_errors: u64,
     pub vip_errors: u64,
+    /// VIPs refused for their address (loopback, a host address, …).
+    pub refused: Vec<crate::sources::merge::RefusedVip>,
     pub sources: BTreeMap<String, SourceHealth>,
 }

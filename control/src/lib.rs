@@ -16,6 +16,9 @@
 //! - [`server`]: `garrison-control run` — HTTP (Marathon API, agent streams,
 //!   Mesos-DNS HTTP) and DNS sockets around the cluster.
 //! - [`client`]: a minimal HTTP client (tests, demo, benchmarks).
+//! - [`auth`]: accounts, the token key, session/join tokens, agent credentials.
+//! - [`tls`]: the control's CA and server certificate, rustls configurations.
+//! - [`files`]: atomic writes of secret (0600) and public files.
 //! - [`simulate`]: `garrison-control simulate FILE`, the what-if tool.
 //!
 //! Allocating the DRF paper's cluster (9 CPUs, 18 GB; A's tasks ⟨1 CPU, 4 GB⟩,
@@ -32,15 +35,18 @@
 //! assert_eq!(result.frameworks["B"].dominant_share, 0.6667);
 //! ```
 pub mod allocator;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod dns;
+pub mod files;
 pub mod marathon;
 pub mod resources;
 pub mod server;
 pub mod simulate;
 pub mod sorter;
 pub mod store;
+pub mod tls;
 
 /// Name and version of this build, as printed by `garrison-control --version`.
 pub fn version() -> String {

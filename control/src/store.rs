@@ -1,6 +1,8 @@
 //! The control's crash-safe store: one redb file in the data directory,
 //! tables `apps` (id → app JSON), `tasks` (id → task JSON) and `meta`
-//! (`"meta"` → sequence numbers, VIP allocations, deployments). Every change
+//! (`"meta"` → sequence numbers, VIP allocations, deployments), `accounts`
+//! (uid → account JSON) and `agent_credentials` (agent id → SHA-256 of its
+//! secret). Every change
 //! of the cluster is committed (and fsynced) before the API answers, so a
 //! restart loses nothing that was acknowledged. A record that does not parse
 //! stops the control with its table and key named: starting without it would
@@ -15,12 +17,16 @@ use crate::marathon::app::App;
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const AGENT_CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_credentials");
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {message}")]
     Db { path: PathBuf, message: String },
+    #[error("store {path} is open in another process (a running garrison-control?)")]
+    Locked { path: PathBuf },
     #[error("store {path}: table {table}, key {key:?} does not parse: {message}")]
     Corrupt {
         path: PathBuf,
@@ -30,7 +36,7 @@ pub enum StoreError {
     },
 }
 
-/// The open store.
+/// The open store (shared: redb serialises its writers).
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -45,9 +51,12 @@ impl Store {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| db_err(&e))?;
-        let db = Database::create(&path).map_err(|e| db_err(&e))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+            e => db_err(&e),
+        })?;
         let txn = db.begin_write().map_err(|e| db_err(&e))?;
-        for t in [APPS, TASKS, META] {
+        for t in [APPS, TASKS, META, ACCOUNTS, AGENT_CREDENTIALS] {
             txn.open_table(t).map_err(|e| db_err(&e))?;
         }
         txn.commit().map_err(|e| db_err(&e))?;
@@ -89,6 +98,65 @@ impl Store {
             out.push(value);
         }
         Ok(out)
+    }
+
+    /// Every account.
+    pub fn load_accounts(&self) -> Result<Vec<crate::auth::accounts::Account>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        self.read_all(&txn, ACCOUNTS, "accounts")
+    }
+
+    /// Every agent credential.
+    pub fn load_agent_credentials(&self) -> Result<Vec<crate::auth::AgentCredential>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        self.read_all(&txn, AGENT_CREDENTIALS, "agent_credentials")
+    }
+
+    pub fn put_account(&self, a: &crate::auth::accounts::Account) -> Result<(), StoreError> {
+        self.put_one(
+            ACCOUNTS,
+            &a.uid,
+            &serde_json::to_vec(a).expect("serialisable"),
+        )
+    }
+
+    pub fn delete_account(&self, uid: &str) -> Result<(), StoreError> {
+        self.delete_one(ACCOUNTS, uid)
+    }
+
+    pub fn put_agent_credential(&self, c: &crate::auth::AgentCredential) -> Result<(), StoreError> {
+        self.put_one(
+            AGENT_CREDENTIALS,
+            &c.agent_id,
+            &serde_json::to_vec(c).expect("serialisable"),
+        )
+    }
+
+    pub fn delete_agent_credential(&self, agent_id: &str) -> Result<(), StoreError> {
+        self.delete_one(AGENT_CREDENTIALS, agent_id)
+    }
+
+    fn put_one(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.open_table(def)
+            .map_err(|e| self.err(e))?
+            .insert(key, value)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn delete_one(&self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.open_table(def)
+            .map_err(|e| self.err(e))?
+            .remove(key)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     /// Writes what `dirty` names, in one transaction.

@@ -124,10 +124,22 @@ pub fn is_terminal_state(state: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlMessage {
-    Registered { heartbeat_interval_ms: u64 },
+    Registered {
+        heartbeat_interval_ms: u64,
+    },
     Launch(LaunchTask),
-    Kill { task_id: String },
+    Kill {
+        task_id: String,
+    },
     VipTable(VipTable),
+    /// Sent once, right after a joining agent (one that connected with a
+    /// join token) registered: its own secret, bound to `agent_id`. The agent
+    /// keeps it (0600) and presents `Authorization: agent <id>:<secret>` from
+    /// then on.
+    Credential {
+        agent_id: String,
+        secret: String,
+    },
 }
 
 /// Start a task.

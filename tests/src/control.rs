@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::scenarios::{AgentProcess, sibling_binary, task_binary};
 use crate::{NetNsGuard, TestCgroup, TestPins, http_request, require_root, unique};
+use garrison_control::client::ApiClient;
 
 const VIP_NAME: &str = "web.marathon.l4lb.thisdcos.directory";
 
@@ -34,8 +35,8 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("{what}: not within {secs} s");
 }
 
-fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (status, body) = http_request(addr, "GET", path, None).unwrap();
+fn json(api: &ApiClient, path: &str) -> serde_json::Value {
+    let (status, body) = api.request("GET", path, None).unwrap();
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
@@ -46,17 +47,19 @@ pub fn dns_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
     (u16::from(a.rcode) as u8, a.addresses)
 }
 
-/// The control process.
-struct ControlProcess {
+/// The control process (TLS with its own CA, accounts on), and a client
+/// logged in as the bootstrap account.
+pub(crate) struct ControlProcess {
     child: Child,
-    api: SocketAddr,
+    pub(crate) api: SocketAddr,
+    pub(crate) client: ApiClient,
     dns: SocketAddr,
     data: PathBuf,
     log: PathBuf,
 }
 
 impl ControlProcess {
-    fn start(dir: &Path, api: SocketAddr, dns: SocketAddr) -> Self {
+    pub(crate) fn start(dir: &Path, api: SocketAddr, dns: SocketAddr) -> Self {
         let data = dir.join("control-data");
         let log = dir.join("control.log");
         let out = std::fs::OpenOptions::new()
@@ -81,22 +84,49 @@ impl ControlProcess {
             .stderr(out)
             .spawn()
             .expect("start garrison-control");
-        let c = ControlProcess {
+        let client = wait_for("the control serving (TLS, bootstrap login)", 30, || {
+            let ca = std::fs::read(data.join("tls").join("ca.pem")).ok()?;
+            let creds: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(data.join("bootstrap-credentials.json")).ok()?,
+            )
+            .ok()?;
+            let client = ApiClient::tls(api, &ca).ok()?;
+            let token = client
+                .login(creds["uid"].as_str()?, creds["password"].as_str()?)
+                .ok()?;
+            Some(client.with_token(token))
+        });
+        ControlProcess {
             child,
             api,
+            client,
             dns,
             data,
             log,
-        };
-        wait_for("the control serving", 20, || {
-            http_request(api, "GET", "/v2/info", None)
-                .ok()
-                .filter(|r| r.0 == 200)
-        });
-        c
+        }
     }
 
-    fn log(&self) -> String {
+    /// The control's CA certificate file (agents verify the control with it).
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.data.join("tls").join("ca.pem")
+    }
+
+    /// A fresh join token, minted by the CLI from the data dir.
+    pub(crate) fn join_token(&self) -> String {
+        let out = Command::new(sibling_binary("garrison-control", "GARRISON_CONTROL_BIN"))
+            .args(["token", "create", "--join", "--data-dir"])
+            .arg(&self.data)
+            .output()
+            .expect("garrison-control token create");
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -124,7 +154,8 @@ struct RigAgent {
 struct ControlRig {
     dir: PathBuf,
     control: Option<ControlProcess>,
-    api: SocketAddr,
+    /// The control's API as the bootstrap account.
+    api: ApiClient,
     dns: SocketAddr,
     agents: Vec<RigAgent>,
     _ns: NetNsGuard,
@@ -142,25 +173,25 @@ impl ControlRig {
         // B first: the test process stays in the last cgroup made (A's).
         let mut agents: Vec<RigAgent> = ["b", "a"]
             .iter()
-            .map(|which| Self::agent(&dir, name, which, api))
+            .map(|which| Self::agent(&dir, name, which, &control))
             .collect();
         agents.reverse();
         let rig = ControlRig {
             dir,
+            api: control.client.clone(),
             control: Some(control),
-            api,
             dns,
             agents,
             _ns: ns,
         };
         wait_for("both agents registered", 20, || {
-            let agents = json(rig.api, "/v1/agents");
+            let agents = json(&rig.api, "/v1/agents");
             (agents["agents"].as_array()?.len() == 2).then_some(())
         });
         rig
     }
 
-    fn agent(dir: &Path, name: &str, which: &str, control: SocketAddr) -> RigAgent {
+    fn agent(dir: &Path, name: &str, which: &str, control: &ControlProcess) -> RigAgent {
         let cg = TestCgroup::new(&format!("{name}-{which}")).expect("cgroup");
         let pins = TestPins::new(&format!("{name}-{which}")).expect("pins");
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -190,7 +221,11 @@ impl ControlRig {
             "--cleanup",
             "--kill-tasks-on-exit",
             "--control",
-            &format!("http://{control}"),
+            &format!("https://{}", control.api),
+            "--control-ca",
+            control.ca_file().to_str().unwrap(),
+            "--join-token",
+            &control.join_token(),
             "--agent-id",
             &format!("agent-{which}"),
             "--hostname",
@@ -219,12 +254,12 @@ impl ControlRig {
     }
 
     fn post_app(&self, body: &str) -> (u16, String) {
-        http_request(self.api, "POST", "/v2/apps", Some(body)).unwrap()
+        self.api.request("POST", "/v2/apps", Some(body)).unwrap()
     }
 
     /// Tasks of /web as (id, agent, port, healthy).
     fn tasks(&self) -> Vec<(String, String, u16, Option<bool>)> {
-        let v = json(self.api, "/v2/apps/web/tasks");
+        let v = json(&self.api, "/v2/apps/web/tasks");
         v["tasks"]
             .as_array()
             .unwrap()
@@ -244,8 +279,8 @@ impl ControlRig {
     /// and no deployment.
     fn wait_steady(&self, n: usize, secs: u64) -> Vec<(String, String, u16, Option<bool>)> {
         wait_for(&format!("{n} healthy /web tasks"), secs, || {
-            let deployments = json(self.api, "/v2/deployments");
-            let app = json(self.api, "/v2/apps/web");
+            let deployments = json(&self.api, "/v2/deployments");
+            let app = json(&self.api, "/v2/apps/web");
             let healthy = app["app"]["tasksHealthy"].as_u64()?;
             let running = app["app"]["tasksRunning"].as_u64()?;
             let checks = !app["app"]["healthChecks"].as_array()?.is_empty();
@@ -349,7 +384,7 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
         body.contains("\"path\":\"/id\"") && body.contains("\"path\":\"/cmd\""),
         "{body}"
     );
-    assert_eq!(json(rig.api, "/v2/apps")["apps"], serde_json::json!([]));
+    assert_eq!(json(&rig.api, "/v2/apps")["apps"], serde_json::json!([]));
 
     let (status, body) = rig.post_app(&web_app(HTTP_CHECK));
     assert_eq!(status, 201, "{body}");
@@ -412,7 +447,7 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
     // Killed after 3 failures and replaced.
     let tasks = rig.wait_steady(2, 30);
     assert!(tasks.iter().all(|t| t.0 != victim), "{tasks:?}");
-    let events_ok = json(rig.api, "/v2/tasks")["tasks"]
+    let events_ok = json(&rig.api, "/v2/tasks")["tasks"]
         .as_array()
         .unwrap()
         .len()
@@ -420,11 +455,11 @@ pub fn control_runs_an_app_behind_a_named_vip_and_drains_failures() {
     assert!(events_ok);
 
     // DELETE: tasks killed, the VIP gone from every agent, the name gone.
-    let (status, body) = http_request(rig.api, "DELETE", "/v2/apps/web", None).unwrap();
+    let (status, body) = rig.api.request("DELETE", "/v2/apps/web", None).unwrap();
     assert_eq!(status, 200, "{body}");
     wait_for("VIP removed everywhere and tasks gone", 15, || {
         let gone = rig.agent_vip(0).is_none() && rig.agent_vip(1).is_none();
-        let no_tasks = json(rig.api, "/v2/tasks")["tasks"].as_array()?.is_empty();
+        let no_tasks = json(&rig.api, "/v2/tasks")["tasks"].as_array()?.is_empty();
         (gone && no_tasks).then_some(())
     });
     assert_eq!(dns_a(rig.dns, VIP_NAME).0, 3, "the VIP name is gone");
@@ -459,7 +494,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
     assert!(data.exists());
     rig.control = Some(restarted);
     wait_for("agents back", 20, || {
-        let agents = json(rig.api, "/v1/agents");
+        let agents = json(&rig.api, "/v1/agents");
         let list = agents["agents"].as_array()?;
         (list.len() == 2 && list.iter().all(|a| a["connected"] == true)).then_some(())
     });
@@ -470,7 +505,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
         ids
     };
     assert_eq!(ids(&after), ids(&before), "the same tasks, none relaunched");
-    let vips = json(rig.api, "/v1/vips");
+    let vips = json(&rig.api, "/v1/vips");
     assert_eq!(
         format!("{}:80", vips["vips"][0]["ip"].as_str().unwrap()),
         vip_addr,
@@ -488,7 +523,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
         p.signal(libc::SIGKILL);
     }
     let agent_a_connected = |rig: &ControlRig| -> Option<bool> {
-        let agents = json(rig.api, "/v1/agents");
+        let agents = json(&rig.api, "/v1/agents");
         let a = agents["agents"]
             .as_array()?
             .iter()
@@ -539,7 +574,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
         p.signal(libc::SIGTERM);
     }
     wait_for("agent B lost", 15, || {
-        let agents = json(rig.api, "/v1/agents");
+        let agents = json(&rig.api, "/v1/agents");
         agents["agents"]
             .as_array()?
             .iter()
@@ -590,14 +625,14 @@ pub fn control_autoscales_an_app_from_vip_connection_rates() {
         );
         rig.spread(&vip_addr, 2);
         std::thread::sleep(Duration::from_millis(50));
-        if json(rig.api, "/v2/apps/web")["app"]["instances"] == 2 {
+        if json(&rig.api, "/v2/apps/web")["app"]["instances"] == 2 {
             break;
         }
     }
     rig.wait_steady(2, 30);
     // Quiet: back to the minimum.
     wait_for("scaled back to 1", 20, || {
-        (json(rig.api, "/v2/apps/web")["app"]["instances"] == 1).then_some(())
+        (json(&rig.api, "/v2/apps/web")["app"]["instances"] == 1).then_some(())
     });
     rig.wait_steady(1, 30);
 }

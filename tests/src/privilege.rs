@@ -17,6 +17,7 @@ use std::{
 };
 
 use crate::{
+    agent_api::{agent_request, api_token},
     http_request,
     scenarios::{AgentProcess, AgentRig, RIG_VIP},
 };
@@ -28,10 +29,17 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
-/// POSTs a task; (status, body as JSON).
+/// POSTs a task with the agent's API token; (status, body as JSON).
 fn post_task(rig: &AgentRig, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let (status, text) =
-        http_request(rig.api, "POST", "/v1/tasks", Some(&body.to_string())).expect("agent API");
+    let token = api_token(&rig.state_dir());
+    let (status, text) = agent_request(
+        rig.api,
+        "POST",
+        "/v1/tasks",
+        Some(&token),
+        Some(&body.to_string()),
+    )
+    .expect("agent API");
     (status, json(&text))
 }
 
@@ -170,8 +178,15 @@ fn findings(stdout: &str) -> BTreeMap<String, String> {
 }
 
 fn kill_and_wait(rig: &AgentRig, id: &str) {
-    let (status, _) =
-        http_request(rig.api, "DELETE", &format!("/v1/tasks/{id}"), None).expect("agent API");
+    let token = api_token(&rig.state_dir());
+    let (status, _) = agent_request(
+        rig.api,
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        Some(&token),
+        None,
+    )
+    .expect("agent API");
     assert_eq!(status, 202, "kill {id}");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
@@ -196,7 +211,7 @@ pub fn tasks_run_unprivileged_with_nothing_of_the_agent() {
     let config = rig.dir.join("agent.toml");
     std::fs::write(&config, "# the agent's own: tasks must not read it\n").unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let state = rig.dir.join("state");
+    let state = rig.state_dir();
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     let planted = state.join("planted");

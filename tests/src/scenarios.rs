@@ -20,6 +20,10 @@ use garrison_agent::{
     vip::{Backend, Protocol, VipKey, VipTable},
 };
 
+pub use crate::agent_api::{
+    agent_api_needs_its_token_and_refuses_foreign_hosts,
+    mesos_vip_on_loopback_is_refused_and_good_vips_serve,
+};
 pub use crate::control::{
     control_autoscales_an_app_from_vip_connection_rates,
     control_restart_loses_nothing_and_lost_agents_are_replaced,
@@ -41,8 +45,10 @@ pub use crate::privilege::{
     command_checks_run_as_their_task, tasks_run_unprivileged_with_nothing_of_the_agent,
 };
 use crate::{
-    LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins, ask_name, enter_netns, http_get,
-    http_request, mesos_agent_state, require_root, serve_tcp_name, serve_udp_name, tally, unique,
+    LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins,
+    agent_api::{agent_request, api_token},
+    ask_name, enter_netns, http_get, mesos_agent_state, require_root, serve_tcp_name,
+    serve_udp_name, tally, unique,
 };
 
 /// Calls macro `$m` with the name of every scenario: the one list both the
@@ -60,6 +66,7 @@ macro_rules! with_scenarios {
             agent_sigkill_and_restart_lose_no_connection,
             agent_reloads_on_sighup_and_keeps_table_on_bad_file,
             agent_serves_named_vip_from_mesos_state,
+            mesos_vip_on_loopback_is_refused_and_good_vips_serve,
             failing_backend_is_taken_out_and_retried_after_backoff,
             silent_backend_is_taken_out_by_the_timeout,
             nfqueue_balances_across_namespaces_and_cleans_up,
@@ -69,6 +76,7 @@ macro_rules! with_scenarios {
             task_over_memory_limit_fails_with_memory_limit,
             killed_task_leaves_nothing_and_bad_requests_change_nothing,
             task_api_launches_reports_and_kills,
+            agent_api_needs_its_token_and_refuses_foreign_hosts,
             hooks_run_in_order_and_can_refuse,
             task_over_disk_quota_is_killed_by_the_du_watcher,
             task_past_its_project_quota_gets_edquot,
@@ -484,9 +492,9 @@ pub(crate) struct AgentRig {
     vips: PathBuf,
     pub(crate) api: SocketAddr,
     pub(crate) args: Vec<String>,
-    backends: Vec<SocketAddr>,
+    pub(crate) backends: Vec<SocketAddr>,
     // Field order is drop order: leave the namespace, then unpin, then the cgroup.
-    ns: NetNsGuard,
+    pub(crate) ns: NetNsGuard,
     _pins: TestPins,
     _cg: TestCgroup,
 }
@@ -494,6 +502,7 @@ pub(crate) struct AgentRig {
 pub(crate) const RIG_VIP: &str = "11.1.2.3:80";
 
 impl AgentRig {
+    /// `extra` flags are added; `--no-vips-file` leaves out the VIP file.
     pub(crate) fn new(name: &str, extra: &[&str]) -> Self {
         require_root();
         let cg = TestCgroup::new(name).expect("cgroup");
@@ -564,12 +573,17 @@ impl AgentRig {
         std::fs::rename(&tmp, &self.vips).unwrap();
     }
 
-    fn start(&self) -> AgentProcess {
+    pub(crate) fn start(&self) -> AgentProcess {
         self.start_waiting_for(RIG_VIP)
     }
 
+    /// The agent's state directory (its API token and Unix socket).
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     /// Starts the agent and waits until /v1/vips mentions `needle`.
-    fn start_waiting_for(&self, needle: &str) -> AgentProcess {
+    pub(crate) fn start_waiting_for(&self, needle: &str) -> AgentProcess {
         AgentProcess::start(&self.args, self.api, self.dir.join("agent.log"), needle)
     }
 
@@ -988,7 +1002,9 @@ pub fn silent_backend_is_taken_out_by_the_timeout() {
 pub fn task_api_launches_reports_and_kills() {
     let rig = AgentRig::new("tasks-api", &["--poll-ms", "100"]);
     let mut agent = rig.start();
-    let post = |body: &str| http_request(rig.api, "POST", "/v1/tasks", Some(body)).unwrap();
+    let token = api_token(&rig.state_dir());
+    let post =
+        |body: &str| agent_request(rig.api, "POST", "/v1/tasks", Some(&token), Some(body)).unwrap();
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("JSON") };
     let (status, body) =
         post(r#"{"id":"api-1","cmd":"sleep 30","resources":{"cpus":0.2,"mem":32,"disk":8}}"#);
@@ -1046,7 +1062,8 @@ pub fn task_api_launches_reports_and_kills() {
     let (_, body) = http_get(rig.api, "/v1/tasks").unwrap();
     assert_eq!(json(&body).as_array().unwrap().len(), 1, "{body}");
 
-    let (status, _) = http_request(rig.api, "DELETE", "/v1/tasks/api-1", None).unwrap();
+    let (status, _) =
+        agent_request(rig.api, "DELETE", "/v1/tasks/api-1", Some(&token), None).unwrap();
     assert_eq!(status, 202);
     let start = Instant::now();
     let mut state = String::new();

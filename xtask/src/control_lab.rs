@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use garrison_control::client::http_request;
+use garrison_control::client::{ApiClient, http_request};
 use serde_json::Value;
 
 use crate::lab::{CLIENT_IP, Lab};
@@ -55,6 +55,44 @@ pub type Backends = Vec<(String, u64)>;
 pub struct ControlLab<'a> {
     pub lab: &'a Lab,
     pub nodes: usize,
+    /// The control's API over TLS, logged in as the bootstrap account.
+    pub api: ApiClient,
+}
+
+/// Logs in to the control at `addr` (from the lab's client namespace) with
+/// the bootstrap credentials of `data`, trusting its CA.
+fn login(lab: &Lab, data: &Path) -> Result<Option<ApiClient>> {
+    let Ok(ca) = std::fs::read(data.join("tls").join("ca.pem")) else {
+        return Ok(None);
+    };
+    let Ok(creds) = std::fs::read(data.join("bootstrap-credentials.json")) else {
+        return Ok(None);
+    };
+    let creds: Value = serde_json::from_slice(&creds)?;
+    let (uid, password) = (
+        creds["uid"].as_str().context("bootstrap uid")?.to_string(),
+        creds["password"]
+            .as_str()
+            .context("bootstrap password")?
+            .to_string(),
+    );
+    let client = ApiClient::tls(control_addr(), &ca)?;
+    let c = client.clone();
+    let token = lab.in_ns(&lab.client_ns(), move || c.login(&uid, &password))?;
+    Ok(token.ok().map(|t| client.with_token(t)))
+}
+
+/// A join token minted by the control's CLI from its data dir.
+fn join_token(control: &Path, data: &Path) -> Result<String> {
+    let out = std::process::Command::new(control)
+        .args(["token", "create", "--join", "--data-dir"])
+        .arg(data)
+        .output()
+        .context("garrison-control token create --join")?;
+    if !out.status.success() {
+        bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 impl<'a> ControlLab<'a> {
@@ -89,9 +127,13 @@ impl<'a> ControlLab<'a> {
             ],
             &run.join("control.log"),
         )?;
-        let me = ControlLab { lab, nodes };
-        wait_for("the control serving", 30, || Ok(me.get("/v2/info").ok()))?;
-        let control_url = format!("http://{listen}");
+        let api = wait_for("the control serving (TLS, bootstrap login)", 30, || {
+            login(lab, &data)
+        })?;
+        let me = ControlLab { lab, nodes, api };
+        let control_url = format!("https://{listen}");
+        let ca_file = path(&data.join("tls").join("ca.pem"))?;
+        let join = join_token(control, &data)?;
         // Arguments of an agent named `name` at `ip` attached to `cgroup`.
         let agent_args = |name: &str, ip: &str, cgroup: &Path| -> Result<Vec<String>> {
             let mut args: Vec<String> = [
@@ -101,6 +143,10 @@ impl<'a> ControlLab<'a> {
                 "--cleanup",
                 "--control",
                 &control_url,
+                "--control-ca",
+                &ca_file,
+                "--join-token",
+                &join,
                 "--agent-id",
                 name,
                 "--hostname",
@@ -179,28 +225,18 @@ impl<'a> ControlLab<'a> {
             .join("\n")
     }
 
-    /// An HTTP request from the client namespace.
-    pub fn request(
-        &self,
-        addr: SocketAddr,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<(u16, String)> {
+    /// A request to the control (TLS, as the bootstrap account).
+    pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         let (method, path, body) = (
             method.to_string(),
             path.to_string(),
             body.map(str::to_string),
         );
+        let api = self.api.clone();
         let r = self.lab.in_ns(&self.lab.client_ns(), move || {
-            http_request(addr, &method, &path, body.as_deref())
+            api.request(&method, &path, body.as_deref())
         })?;
-        r.with_context(|| format!("HTTP {addr}"))
-    }
-
-    /// A request to the control.
-    pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-        self.request(control_addr(), method, path, body)
+        r.with_context(|| format!("HTTPS {}", control_addr()))
     }
 
     /// GET on the control, as JSON (a non-200 is an error).

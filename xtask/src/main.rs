@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install missing Debian packages, toolchain pieces and bpf-linker.
+    /// Install missing Debian packages, toolchain pieces, bpf-linker and the Python test venv.
     Deps,
     /// Build the workspace, kernel programs included.
     Build {
@@ -89,6 +89,12 @@ enum Command {
         rounds: u32,
         #[arg(long, value_delimiter = ',')]
         agents: Vec<std::net::SocketAddr>,
+        /// The control's CA certificate.
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// A session token for the control.
+        #[arg(long)]
+        token: String,
     },
     /// (demo helper) client making requests to the VIP from the demo cgroup.
     #[command(hide = true)]
@@ -138,6 +144,8 @@ fn main() -> Result<()> {
             cgroup,
             rounds,
             agents,
-        } => bench::control::client(&cgroup, rounds, &agents),
+            ca,
+            token,
+        } => bench::control::client(&cgroup, rounds, &agents, &ca, &token),
     }
 }

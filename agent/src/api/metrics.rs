@@ -3,6 +3,7 @@ use std::fmt::Write as _;
 
 use super::views::{Snapshot, vip_label};
 use crate::metrics::{AgentMetrics, LATENCY_BUCKETS};
+use crate::vip::sanity::Unfit;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -100,6 +101,18 @@ pub fn render(snap: &Snapshot, m: &AgentMetrics) -> String {
     );
     let _ = writeln!(
         o,
+        "# HELP garrison_vips_refused VIPs refused for their address (GET /v1/vips/refused lists them).\n# TYPE garrison_vips_refused gauge"
+    );
+    for reason in Unfit::ALL {
+        let n = m.refused.iter().filter(|r| r.reason == reason).count();
+        let _ = writeln!(
+            o,
+            "garrison_vips_refused{{reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
+    }
+    let _ = writeln!(
+        o,
         "# HELP garrison_source_up 1 if the source's last poll succeeded.\n# TYPE garrison_source_up gauge"
     );
     for (name, s) in &m.sources {
@@ -158,6 +171,12 @@ mod tests {
             .entry("mesos http://x/state".into())
             .or_default()
             .errors_total = 2;
+        m.refused.push(crate::sources::merge::RefusedVip {
+            vip: super::super::views::parse_vip_key("127.0.0.1:5051").unwrap(),
+            source: "mesos http://x/state".into(),
+            origin: vec![],
+            reason: Unfit::Loopback,
+        });
         let text = render(
             &Snapshot {
                 table,
@@ -176,5 +195,13 @@ mod tests {
         assert!(text.contains("garrison_update_latency_seconds_bucket{le=\"0.00025\"} 0"));
         assert!(text.contains("garrison_update_latency_seconds_count 1"));
         assert!(text.contains("garrison_source_errors_total{source=\"mesos http://x/state\"} 2"));
+        assert!(
+            text.contains("garrison_vips_refused{reason=\"loopback\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("garrison_vips_refused{reason=\"host_address\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -1,16 +1,22 @@
 //! The agent's HTTP API (Minuteman-compatible), served on 127.0.0.1:61421 by
-//! default. GET only; every error is JSON.
+//! default and on a Unix socket (`<state_dir>/agent.sock`). Every error is
+//! JSON. Who may call what is [`auth`]'s: a `Host` that is an IP literal or
+//! `localhost` on every route, the API token (or root over the Unix socket)
+//! for every mutation; [`credentials`] keeps the token file and the socket.
 //!
 //! - `GET /vips` — every VIP with its backends and counters (Minuteman shape)
 //! - `GET /vip/{ip:port}` — one VIP's backends; 404 `no_backends`, 400 `invalid_vip`
 //! - `GET /backend/{ip:port}` — one backend in every VIP; 404 `no_backends`, 400 `invalid_backend`
 //! - `GET /v1/vips` — the programmed table (dcos-net shape), with `ETag` / `If-None-Match`
+//! - `GET /v1/vips/refused` — VIPs refused for their address, with source and reason
 //! - `GET /metrics` — Prometheus text
 //! - `GET /healthz` — 200 when the data plane answers, 503 otherwise
 //! - tasks, `/monitor/statistics`, `/state`: see [`tasks`]
 //!
 //! [`views`] and [`metrics`] build the bodies (pure); this module routes and
 //! reads state.
+pub mod auth;
+pub mod credentials;
 pub mod metrics;
 pub mod tasks;
 pub mod views;
@@ -34,10 +40,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/vip/{vip}", get(one_vip))
         .route("/backend/{backend}", get(one_backend))
         .route("/v1/vips", get(v1_vips))
+        .route("/v1/vips/refused", get(refused_vips))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(shared)
+}
+
+/// Everything the agent serves (the task endpoints when `tasks` is given),
+/// every route behind [`auth::guard`]: the one router both listeners serve.
+pub fn app(
+    shared: Arc<Shared>,
+    tasks: Option<tasks::TasksApi>,
+    access: Arc<auth::ApiAccess>,
+) -> Router {
+    let mut app = router(shared);
+    if let Some(tasks) = tasks {
+        app = app.merge(tasks::router(tasks));
+    }
+    app.layer(axum::middleware::from_fn_with_state(access, auth::guard))
 }
 
 fn error(status: StatusCode, code: &str) -> Response {
@@ -110,6 +131,10 @@ async fn v1_vips(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
         body,
     )
         .into_response()
+}
+
+async fn refused_vips(State(shared): State<Arc<Shared>>) -> Response {
+    Json(views::refused(&shared.metrics().refused)).into_response()
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {

@@ -8,20 +8,20 @@
 //! - `GET /monitor/statistics` → `[{"executor_id","framework_id","statistics":{…}}]`
 //! - `GET /state` → the node's `resources`, `reserved_resources`, `unreserved_resources`
 //!
-//! Mutating requests are served to loopback peers only, unless an API token
-//! is configured: then they need `Authorization: Bearer TOKEN` from anywhere.
+//! Mutating requests need the agent's API token or root over the Unix socket
+//! (see [`super::auth`], applied to every route before these handlers).
 //! Errors are `{"error": code, "message": why}` with a 4xx status, and a
 //! refused request changes nothing.
 // Handlers' helpers return a ready response as their error: it is returned
 // to axum at once, never stored or propagated far.
 #![allow(clippy::result_large_err)]
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Path, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::{Path, State, rejection::JsonRejection},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -33,7 +33,6 @@ use crate::isolation::{TaskError, TaskSpec, launcher::Launcher, node::NodeResour
 pub struct TasksApi {
     /// The launcher, or why tasks cannot run on this host.
     pub launcher: Result<Launcher, Arc<String>>,
-    pub token: Option<String>,
     pub node: Arc<NodeResources>,
 }
 
@@ -41,7 +40,6 @@ impl std::fmt::Debug for TasksApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TasksApi")
             .field("available", &self.launcher.is_ok())
-            .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("node", &self.node)
             .finish()
     }
@@ -74,33 +72,6 @@ fn launcher(api: &TasksApi) -> Result<&Launcher, Response> {
     })
 }
 
-/// Mutations: a loopback peer without a token configured, or the token.
-fn authorised(api: &TasksApi, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
-    match &api.token {
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given == Some(token.as_str()) {
-                Ok(())
-            } else {
-                Err(error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "task changes need Authorization: Bearer <isolation.api_token>",
-                ))
-            }
-        }
-        None if peer.ip().is_loopback() => Ok(()),
-        None => Err(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "task changes are served to loopback only unless isolation.api_token is set",
-        )),
-    }
-}
-
 fn task_error(e: TaskError) -> Response {
     let (status, code) = match &e {
         TaskError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_task"),
@@ -119,13 +90,8 @@ fn task_error(e: TaskError) -> Response {
 
 async fn create(
     State(api): State<TasksApi>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: Result<Json<TaskSpec>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = authorised(&api, peer, &headers) {
-        return r;
-    }
     let Json(spec) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_task", e.body_text()),
@@ -159,15 +125,7 @@ async fn one(State(api): State<TasksApi>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn kill(
-    State(api): State<TasksApi>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorised(&api, peer, &headers) {
-        return r;
-    }
+async fn kill(State(api): State<TasksApi>, Path(id): Path<String>) -> Response {
     match launcher(&api) {
         Ok(l) => match l.kill(&id) {
             Ok(t) => (StatusCode::ACCEPTED, Json(t)).into_response(),
@@ -202,43 +160,4 @@ async fn statistics(State(api): State<TasksApi>) -> Response {
 
 async fn state(State(api): State<TasksApi>) -> Response {
     Json(api.node.state_json()).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::isolation::node::NodeResources;
-
-    fn api(token: Option<&str>) -> TasksApi {
-        TasksApi {
-            launcher: Err(Arc::new("test".into())),
-            token: token.map(str::to_string),
-            node: Arc::new(NodeResources {
-                cpus: 1.0,
-                mem: 1.0,
-                disk: 1.0,
-                ports: "[1-2]".into(),
-                reserved: None,
-            }),
-        }
-    }
-
-    #[test]
-    fn mutations_need_loopback_or_the_token() {
-        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let far: SocketAddr = "10.0.0.9:5000".parse().unwrap();
-        let none = HeaderMap::new();
-        assert!(authorised(&api(None), lo, &none).is_ok());
-        let r = authorised(&api(None), far, &none).unwrap_err();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        let token = "0123456789abcdef";
-        let r = authorised(&api(Some(token)), lo, &none).unwrap_err();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        assert!(authorised(&api(Some(token)), far, &h).is_ok());
-    }
 }

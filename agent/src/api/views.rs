@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::{
     dataplane::BackendCounters,
     health::HealthView,
+    sources::merge::RefusedVip,
     vip::{Protocol, VipKey, VipTable},
 };
 
@@ -142,6 +143,35 @@ pub fn vips(s: &Snapshot) -> VipsView {
             })
             .collect(),
     }
+}
+
+/// One entry of `/v1/vips/refused`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RefusedView {
+    /// `ip:port` as in `/v1/vips`.
+    pub vip: String,
+    pub protocol: &'static str,
+    pub source: String,
+    /// Where in the source: Mesos task and label, VIP file, control revision.
+    pub origin: Vec<String>,
+    /// `loopback`, `link_local`, `multicast`, `unspecified`, `broadcast`, `host_address`.
+    pub reason: &'static str,
+    /// The whole sentence, as logged.
+    pub message: String,
+}
+
+/// The `/v1/vips/refused` body.
+pub fn refused(list: &[RefusedVip]) -> Vec<RefusedView> {
+    list.iter()
+        .map(|r| RefusedView {
+            vip: r.vip.addr.to_string(),
+            protocol: r.vip.protocol.as_str(),
+            source: r.source.clone(),
+            origin: r.origin.clone(),
+            reason: r.reason.as_str(),
+            message: r.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,10 +9,16 @@
 //!   the data path's per-VIP connection counters with heartbeats (autoscale).
 //! - [`table`]: the control's VIP table as a source table (pure).
 //! - [`checks`]: the tasks' health checks.
+//! - [`credential`]: the agent's credential (join token first, then its own
+//!   secret kept 0600 in the state dir).
+//!
+//! The stream is `wss://` verified against the control's CA (`ca_file`), or
+//! `ws://` to a loopback control.
 //!
 //! Launcher calls block (a launch waits for RUNNING, a kill for the grace
 //! period) and run on the blocking pool, never on the loop.
 pub mod checks;
+pub mod credential;
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,30 +46,87 @@ pub struct LinkConfig {
     pub agent_id: String,
     pub hostname: String,
     pub ip: IpAddr,
-    /// Sent as `Authorization: token=…`.
-    pub token: Option<String>,
+    /// Verifies the control (`wss://`); `None` for a loopback `ws://` control.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Used until the agent holds its own credential.
+    pub join_token: Option<String>,
+    /// Where the agent's own credential is kept.
+    pub credential_path: std::path::PathBuf,
 }
 
-/// The WebSocket handshake request, with the token when there is one.
+/// A client configuration trusting only the CA certificates in `ca_pem`.
+pub fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the CA file".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The WebSocket handshake request with `authorization`.
 fn stream_request(
     config: &LinkConfig,
+    authorization: &str,
 ) -> Result<
     tokio_tungstenite::tungstenite::handshake::client::Request,
     tokio_tungstenite::tungstenite::Error,
 > {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = config.stream_url.as_str().into_client_request()?;
-    if let Some(token) = &config.token {
-        let value = format!("token={token}").parse().map_err(|_| {
-            tokio_tungstenite::tungstenite::Error::Url(
-                tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(
-                    "the control token is not a valid header value".into(),
-                ),
-            )
-        })?;
-        request.headers_mut().insert("authorization", value);
-    }
+    let value = authorization.parse().map_err(|_| {
+        tokio_tungstenite::tungstenite::Error::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                "the credential is not a valid header value".into(),
+            ),
+        )
+    })?;
+    request.headers_mut().insert("authorization", value);
     Ok(request)
+}
+
+/// Connects the stream with the agent's credential (or join token).
+async fn connect(config: &LinkConfig) -> Result<Ws, String> {
+    let stored =
+        credential::load(&config.credential_path, &config.agent_id).map_err(|e| e.to_string())?;
+    let authorization = credential::authorization(
+        stored.as_ref(),
+        config.join_token.as_deref(),
+        &config.agent_id,
+        &config.credential_path,
+    )
+    .map_err(|e| e.to_string())?;
+    let request = stream_request(config, &authorization).map_err(|e| e.to_string())?;
+    let connector = config.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    // No Nagle: a status update or an acknowledgement is one small frame
+    // that must not wait for the previous one's ACK (a drain is latency).
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = r
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            Err(format!(
+                "the control refused the stream: {} {body}",
+                r.status()
+            ))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Health state kept across reconnects: the last result and the check tasks.
@@ -107,14 +170,8 @@ pub async fn run(
     let mut health = Health::default();
     let mut backoff = Duration::from_millis(100);
     loop {
-        // No Nagle: a status update or an acknowledgement is one small frame
-        // that must not wait for the previous one's ACK (a drain is latency).
-        let connected = match stream_request(&config) {
-            Ok(request) => tokio_tungstenite::connect_async_with_config(request, None, true).await,
-            Err(e) => Err(e),
-        };
-        match connected {
-            Ok((ws, _)) => {
+        match connect(&config).await {
+            Ok(ws) => {
                 tracing::info!(url = %config.stream_url, "connected to the control");
                 backoff = Duration::from_millis(100);
                 let session = Session {
@@ -216,7 +273,12 @@ impl Session<'_> {
                     let Some(Ok(msg)) = incoming else { return };
                     let text = match &msg {
                         Message::Text(t) => t.as_str().to_string(),
-                        Message::Close(_) => return,
+                        Message::Close(frame) => {
+                            if let Some(f) = frame {
+                                tracing::warn!(code = u16::from(f.code), reason = %f.reason, "the control closed the stream");
+                            }
+                            return;
+                        }
                         _ => continue,
                     };
                     match serde_json::from_str::<ControlMessage>(&text) {
@@ -232,6 +294,10 @@ impl Session<'_> {
                         Ok(ControlMessage::Kill { task_id }) => self.kill(task_id, health, &done_tx),
                         Ok(ControlMessage::VipTable(t)) => {
                             self.program(t, &ack_tx).await;
+                            None
+                        }
+                        Ok(ControlMessage::Credential { agent_id, secret }) => {
+                            self.keep_credential(agent_id, secret);
                             None
                         }
                     }
@@ -420,6 +486,23 @@ impl Session<'_> {
         None
     }
 
+    /// Keeps the credential the control issued at join (0600).
+    fn keep_credential(&self, agent_id: String, secret: String) {
+        if agent_id != self.config.agent_id {
+            tracing::error!(issued_for = %agent_id, "the control issued a credential for another agent id; ignored");
+            return;
+        }
+        let c = credential::AgentCredential { agent_id, secret };
+        match credential::store(&self.config.credential_path, &c) {
+            Ok(()) => {
+                tracing::info!(path = %self.config.credential_path.display(), "joined the control: credential kept")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "keeping the credential failed: the next connection needs a join token again")
+            }
+        }
+    }
+
     /// Hands a table to the daemon loop; acknowledges once it is programmed.
     async fn program(&self, t: garrison_proto::VipTable, acks: &mpsc::Sender<u64>) {
         let (table, skipped) = table::source_table(&t);
@@ -458,26 +541,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_handshake_carries_the_token() {
-        let mut config = LinkConfig {
-            stream_url: "ws://127.0.0.1:8080/v1/agents/stream".into(),
+    fn the_handshake_carries_the_credential() {
+        let config = LinkConfig {
+            stream_url: "wss://127.0.0.1:8080/v1/agents/stream".into(),
             agent_id: "a".into(),
             hostname: "h".into(),
             ip: "127.0.0.1".parse().unwrap(),
-            token: None,
+            tls: None,
+            join_token: None,
+            credential_path: "/nonexistent/c.json".into(),
         };
-        assert!(
-            stream_request(&config)
-                .unwrap()
-                .headers()
-                .get("authorization")
-                .is_none()
-        );
-        config.token = Some("s3cret".into());
-        let r = stream_request(&config).unwrap();
-        assert_eq!(r.headers()["authorization"], "token=s3cret");
+        let r = stream_request(&config, "agent a:s3cret").unwrap();
+        assert_eq!(r.headers()["authorization"], "agent a:s3cret");
         assert_eq!(r.uri().path(), "/v1/agents/stream");
-        config.token = Some("bad\nvalue".into());
-        assert!(stream_request(&config).is_err());
+        assert!(stream_request(&config, "bad\nvalue").is_err());
+        assert!(tls_config(b"not a pem").is_err());
     }
 }

@@ -52,6 +52,7 @@ pub fn source_table(table: &VipTable) -> (SourceTable, Vec<String>) {
             },
             protocol,
             backends,
+            origin: vec![format!("revision {}", table.revision)],
         });
     }
     (out, skipped)

@@ -77,8 +77,10 @@ impl FileSource {
     }
 }
 
-/// The file's table as a source table (named entries keep their address).
-pub fn as_source_table(table: &VipTable) -> super::SourceTable {
+/// The file's table as a source table (named entries keep their address);
+/// `path` names the file in errors about its entries.
+pub fn as_source_table(table: &VipTable, path: &Path) -> super::SourceTable {
+    let origin = format!("file {}", path.display());
     table
         .iter()
         .map(|(key, backends)| super::SourceVip {
@@ -88,6 +90,7 @@ pub fn as_source_table(table: &VipTable) -> super::SourceTable {
             },
             protocol: key.protocol,
             backends: backends.to_vec(),
+            origin: vec![origin.clone()],
         })
         .collect()
 }

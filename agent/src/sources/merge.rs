@@ -7,8 +7,13 @@
 //! every backend; a backend declared twice keeps the most conservative weight
 //! and health) and resolves named VIPs through the allocator. A VIP that cannot
 //! be built is left out with an error naming it; the others are unaffected.
+//! A VIP whose address may not be a VIP on this host (loopback, link-local,
+//! multicast, unspecified, broadcast, one of the host's own addresses: see
+//! [`crate::vip::sanity`]) is refused: left out as a [`RefusedVip`] naming
+//! the source and where in it the VIP is declared.
 use std::{
     collections::BTreeMap,
+    fmt,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -17,6 +22,7 @@ use super::{SourceTable, VipRef};
 use crate::vip::{
     Backend, VipKey, VipTable,
     named::{NamedVipAllocator, dns_name},
+    sanity::{HostAddrs, Unfit, unfit},
 };
 
 #[derive(Debug, Default)]
@@ -150,26 +156,68 @@ impl Merger {
         (events, changed)
     }
 
-    /// The tables currently served.
-    pub fn tables(&self) -> impl Iterator<Item = &SourceTable> {
+    /// The tables currently served, with their source's name.
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &SourceTable)> {
         self.sources
-            .values()
-            .filter(|s| !s.withdrawn)
-            .filter_map(|s| s.last_good.as_ref())
+            .iter()
+            .filter(|(_, s)| !s.withdrawn)
+            .filter_map(|(name, s)| Some((name.as_str(), s.last_good.as_ref()?)))
     }
 }
 
-/// Unions `tables` into a [`VipTable`], allocating named VIP addresses.
-/// Returns the table and one error line per VIP left out.
+/// A VIP left out because its address may not be a VIP on this host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefusedVip {
+    pub vip: VipKey,
+    /// The source's name (`file`, `mesos URL`, `control`).
+    pub source: String,
+    /// Where in the source (task and label, file, revision).
+    pub origin: Vec<String>,
+    pub reason: Unfit,
+}
+
+impl fmt::Display for RefusedVip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "VIP {} refused: {} is {}; declared by {}",
+            self.vip,
+            self.vip.addr.ip(),
+            self.reason,
+            self.source
+        )?;
+        if !self.origin.is_empty() {
+            write!(f, ": {}", self.origin.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`build_table`] made of the sources.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub table: VipTable,
+    /// One line per VIP left out because it could not be built.
+    pub errors: Vec<String>,
+    /// VIPs left out because of their address, in order.
+    pub refused: Vec<RefusedVip>,
+}
+
+/// Unions `tables` (each with its source's name) into a [`VipTable`],
+/// allocating named VIP addresses and refusing VIP addresses unfit on a host
+/// with addresses `host`.
 pub fn build_table<'a>(
-    tables: impl Iterator<Item = &'a SourceTable>,
+    tables: impl Iterator<Item = (&'a str, &'a SourceTable)>,
     allocator: &mut NamedVipAllocator,
     zone: &str,
-) -> (VipTable, Vec<String>) {
+    host: &HostAddrs,
+) -> Built {
     let mut errors = Vec::new();
+    let mut refused = Vec::new();
     let mut vips: BTreeMap<VipKey, (Option<String>, BTreeMap<SocketAddr, Backend>)> =
         BTreeMap::new();
-    for vip in tables.flatten() {
+    let declared = tables.flat_map(|(source, t)| t.iter().map(move |v| (source, v)));
+    for (source, vip) in declared {
         let (addr, name) = match &vip.vip {
             VipRef::Ip { addr, name } => (*addr, name.clone()),
             VipRef::Named {
@@ -194,6 +242,15 @@ pub fn build_table<'a>(
             addr,
             protocol: vip.protocol,
         };
+        if let Some(reason) = unfit(addr.ip(), host) {
+            refused.push(RefusedVip {
+                vip: key,
+                source: source.to_string(),
+                origin: vip.origin.clone(),
+                reason,
+            });
+            continue;
+        }
         let entry = vips
             .entry(key)
             .or_insert_with(|| (name.clone(), BTreeMap::new()));
@@ -222,7 +279,12 @@ pub fn build_table<'a>(
             Err(e) => errors.push(format!("VIP {key}: {e}")),
         }
     }
-    (table, errors)
+    refused.sort();
+    Built {
+        table,
+        errors,
+        refused,
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +306,12 @@ mod tests {
                 .iter()
                 .map(|b| Backend::new(b.parse().unwrap()))
                 .collect(),
+            origin: vec![format!("declared {vip}")],
         }
+    }
+
+    fn no_host() -> HostAddrs {
+        HostAddrs::new()
     }
 
     fn alloc() -> NamedVipAllocator {
@@ -263,10 +330,18 @@ mod tests {
             },
             protocol: Protocol::Tcp,
             backends: vec![Backend::new("10.0.0.3:8080".parse().unwrap())],
+            origin: vec![],
         });
         let mut al = alloc();
-        let (t, errors) = build_table([a, b].iter(), &mut al, L4LB_ZONE);
-        assert!(errors.is_empty(), "{errors:?}");
+        let built = build_table(
+            [("a", &a), ("b", &b)].into_iter(),
+            &mut al,
+            L4LB_ZONE,
+            &no_host(),
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        assert!(built.refused.is_empty(), "{:?}", built.refused);
+        let t = built.table;
         assert_eq!(t.len(), 2);
         let key = VipKey {
             addr: "1.2.3.4:80".parse().unwrap(),
@@ -292,6 +367,7 @@ mod tests {
             },
             protocol: Protocol::Tcp,
             backends: vec![],
+            origin: vec![],
         };
         let t1 = vec![
             named("a"),
@@ -301,12 +377,77 @@ mod tests {
             ip_vip("1.2.3.4:80", &["[fd00::1]:80"]),
             ip_vip("1.2.3.5:80", &[]),
         ];
-        let (t, errors) = build_table([t1].iter(), &mut al, L4LB_ZONE);
+        let Built {
+            table: t, errors, ..
+        } = build_table([("s", &t1)].into_iter(), &mut al, L4LB_ZONE, &no_host());
         assert_eq!(t.len(), 3, "two named VIPs fit a /30, plus 1.2.3.5");
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("no free address")));
         assert!(errors.iter().any(|e| e.contains("no usable DNS label")));
         assert!(errors.iter().any(|e| e.contains("IPv6")));
+    }
+
+    #[test]
+    fn unfit_vips_are_refused_by_name_and_the_good_ones_kept() {
+        let mesos = vec![
+            ip_vip("127.0.0.1:5051", &["10.0.0.1:31000"]),
+            ip_vip("11.2.3.4:80", &["10.0.0.2:31000"]),
+            ip_vip("10.0.0.7:80", &["10.0.0.3:31000"]),
+        ];
+        let file = vec![
+            ip_vip("[fe80::1]:80", &["[fd00::1]:80"]),
+            ip_vip("[fd00::9]:80", &["[fd00::2]:80"]),
+            ip_vip("11.2.3.4:80", &["10.0.0.4:31000"]),
+        ];
+        let host: HostAddrs = ["10.0.0.7".parse().unwrap()].into();
+        let mut al = alloc();
+        let built = build_table(
+            [("mesos http://m/state", &mesos), ("file", &file)].into_iter(),
+            &mut al,
+            L4LB_ZONE,
+            &host,
+        );
+        assert!(built.errors.is_empty(), "{:?}", built.errors);
+        let kept: Vec<String> = built.table.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(kept, ["11.2.3.4:80/tcp", "[fd00::9]:80/tcp"]);
+        let key = VipKey {
+            addr: "11.2.3.4:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(
+            built.table.get(&key).unwrap().len(),
+            2,
+            "a good VIP keeps the backends of every source"
+        );
+        let refused: Vec<(String, &str, Unfit)> = built
+            .refused
+            .iter()
+            .map(|r| (r.vip.to_string(), r.source.as_str(), r.reason))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "10.0.0.7:80/tcp".to_string(),
+                    "mesos http://m/state",
+                    Unfit::HostAddress
+                ),
+                (
+                    "127.0.0.1:5051/tcp".to_string(),
+                    "mesos http://m/state",
+                    Unfit::Loopback
+                ),
+                ("[fe80::1]:80/tcp".to_string(), "file", Unfit::LinkLocal),
+            ]
+        );
+        let line = built.refused[1].to_string();
+        assert!(
+            line.contains("127.0.0.1:5051")
+                && line.contains("mesos http://m/state")
+                && line.contains("declared 127.0.0.1:5051")
+                && line.contains("loopback"),
+            "{line}"
+        );
     }
 
     #[test]

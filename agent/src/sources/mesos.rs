@@ -138,19 +138,31 @@ fn parse_legacy_value(value: &str) -> Result<(Protocol, SocketAddr), String> {
     Ok((protocol, addr))
 }
 
+/// A VIP's backends and the task labels that declare it.
+#[derive(Default)]
+struct Declared {
+    backends: BTreeSet<Backend>,
+    origin: BTreeSet<String>,
+}
+
 #[derive(Default)]
 struct Collector {
-    vips: BTreeMap<(VipRef, Protocol), BTreeSet<Backend>>,
+    vips: BTreeMap<(VipRef, Protocol), Declared>,
     warnings: Vec<String>,
 }
 
 impl Collector {
-    fn add(&mut self, vip: VipRef, protocol: Protocol, backend: Backend) {
-        self.vips
-            .entry((vip, protocol))
-            .or_default()
-            .insert(backend);
+    /// `origin` names the task and label, as errors about the VIP quote it.
+    fn add(&mut self, vip: VipRef, protocol: Protocol, backend: Backend, origin: String) {
+        let d = self.vips.entry((vip, protocol)).or_default();
+        d.backends.insert(backend);
+        d.origin.insert(origin);
     }
+}
+
+/// How errors name a task's label: `task web.1 (marathon): label VIP_0="…"`.
+fn label_origin(t: &TaskCtx, key: &str, value: &str) -> String {
+    format!("task {} ({}): label {key}={value:?}", t.id, t.framework)
 }
 
 struct TaskCtx<'a> {
@@ -192,10 +204,8 @@ fn discovery_vips(c: &mut Collector, t: &TaskCtx) {
             .filter(|(k, _)| k.contains("VIP") || k.contains("vip"))
         {
             let warn = |c: &mut Collector, why: &str| {
-                c.warnings.push(format!(
-                    "task {} ({}): label {key}={value:?}: {why}",
-                    t.id, t.framework
-                ));
+                c.warnings
+                    .push(format!("{}: {why}", label_origin(t, key, value)));
             };
             let (host, vip_port) = match parse_vip_value(value) {
                 Ok(v) => v,
@@ -240,7 +250,7 @@ fn discovery_vips(c: &mut Collector, t: &TaskCtx) {
                 weight: t.weight,
                 healthy: t.healthy,
             };
-            c.add(vip, protocol, backend);
+            c.add(vip, protocol, backend, label_origin(t, key, value));
         }
     }
 }
@@ -261,12 +271,8 @@ fn legacy_vips(c: &mut Collector, t: &TaskCtx) {
         else {
             continue;
         };
-        let mut warn = |why: String| {
-            c.warnings.push(format!(
-                "task {} ({}): label {key}={value:?}: {why}",
-                t.id, t.framework
-            ))
-        };
+        let origin = label_origin(t, key, value);
+        let mut warn = |why: String| c.warnings.push(format!("{origin}: {why}"));
         let Ok(index) = index.parse::<usize>() else {
             warn(format!("{key:?} does not end in a port index"));
             continue;
@@ -297,6 +303,7 @@ fn legacy_vips(c: &mut Collector, t: &TaskCtx) {
                 weight: t.weight,
                 healthy: t.healthy,
             },
+            origin,
         );
     }
 }
@@ -378,10 +385,11 @@ pub fn parse_state(text: &str) -> Result<ParsedState, MesosStateError> {
     let vips = c
         .vips
         .into_iter()
-        .map(|((vip, protocol), backends)| SourceVip {
+        .map(|((vip, protocol), d)| SourceVip {
             vip,
             protocol,
-            backends: dedupe(backends),
+            backends: dedupe(d.backends),
+            origin: d.origin.into_iter().collect(),
         })
         .collect();
     Ok(ParsedState {
@@ -435,6 +443,42 @@ mod tests {
         assert!(parse_legacy_value("tcp://1.2.3.4:5000").is_ok());
         assert!(parse_legacy_value("http://1.2.3.4:5000").is_err());
         assert!(parse_legacy_value("tcp://name:5000").is_err());
+    }
+
+    #[test]
+    fn each_vip_names_the_task_labels_that_declare_it() {
+        let task = |id: &str, port: u16, vip: &str| {
+            format!(
+                r#"{{"id":"{id}","state":"TASK_RUNNING","discovery":{{"ports":{{"ports":[{{"number":{port},"protocol":"tcp","labels":{{"labels":[{{"key":"VIP_0","value":"{vip}"}}]}}}}]}}}}}}"#
+            )
+        };
+        let doc = format!(
+            r#"{{"pid":"slave(1)@10.0.0.1:5051","frameworks":[{{"name":"marathon","tasks":[{},{},{}]}}]}}"#,
+            task("bad.1", 31000, "127.0.0.1:5051"),
+            task("web.1", 31001, "11.2.3.4:80"),
+            task("web.2", 31002, "11.2.3.4:80"),
+        );
+        let parsed = parse_state(&doc).unwrap();
+        let origin = |addr: &str| {
+            parsed
+                .vips
+                .iter()
+                .find(|v| {
+                    v.vip
+                        == VipRef::Ip {
+                            addr: addr.parse().unwrap(),
+                            name: None,
+                        }
+                })
+                .unwrap()
+                .origin
+                .clone()
+        };
+        assert_eq!(
+            origin("127.0.0.1:5051"),
+            ["task bad.1 (marathon): label VIP_0=\"127.0.0.1:5051\""]
+        );
+        assert_eq!(origin("11.2.3.4:80").len(), 2, "both tasks named");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! - [`mesos`]: a Mesos agent or master `/state` document, read the way DC/OS
 //!   Minuteman did (pure parser).
 //! - [`fetch`]: getting a document from an `http://` or `file://` URL.
+//! - [`host`]: this host's own addresses (no VIP may take one).
 //! - [`merge`]: sources → one [`crate::vip::VipTable`], resolving named VIPs,
 //!   with the grace period for failing sources (pure).
 pub mod fetch;
 pub mod file;
+pub mod host;
 pub mod merge;
 pub mod mesos;
 
@@ -39,6 +41,9 @@ pub struct SourceVip {
     pub vip: VipRef,
     pub protocol: Protocol,
     pub backends: Vec<Backend>,
+    /// Where in its source the VIP is declared, for errors: the Mesos tasks
+    /// and labels, the VIP file, the control's revision.
+    pub origin: Vec<String>,
 }
 
 /// Everything one source currently declares.

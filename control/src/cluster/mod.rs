@@ -360,6 +360,41 @@ impl Cluster {
         Ok(Some(self.start_deployment(app_id, false, now_ms)))
     }
 
+    /// Kills every task of an app not already being killed (`DELETE
+    /// /v2/apps/{id}/tasks`); the app stays. With `scale` it loses as many
+    /// instances as tasks were killed (one deployment id is returned, as
+    /// Marathon's `killAndScale`), without it the tasks are replaced.
+    pub fn kill_app_tasks(
+        &mut self,
+        app_id: &str,
+        scale: bool,
+        now_ms: u64,
+    ) -> Result<(Vec<String>, Option<String>), ClusterError> {
+        if !self.apps.contains_key(app_id) {
+            return Err(ClusterError::UnknownApp(app_id.to_string()));
+        }
+        let victims: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.app_id == app_id && !t.is_killing())
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &victims {
+            self.kill_task(id);
+        }
+        if !scale {
+            return Ok((victims, None));
+        }
+        if let Some(app) = self.apps.get_mut(app_id) {
+            app.instances = app
+                .instances
+                .saturating_sub(u32::try_from(victims.len()).unwrap_or(u32::MAX));
+        }
+        self.touch_app(app_id);
+        let deployment = self.start_deployment(app_id, false, now_ms);
+        Ok((victims, Some(deployment)))
+    }
+
     fn start_deployment(&mut self, app_id: &str, removing: bool, now_ms: u64) -> String {
         self.meta.seq += 1;
         let id = format!("{:08x}-{:04x}-deploy", self.nonce, self.meta.seq);
@@ -519,6 +554,20 @@ impl Cluster {
         if let Some(a) = self.agents.get_mut(agent) {
             a.last_seen_ms = now_ms;
         }
+    }
+
+    /// The agent's credential was revoked: lost now (its tasks are replaced
+    /// by the next pass). Whether the agent was known.
+    pub fn agent_revoked(&mut self, agent: &str) -> bool {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        if !a.lost {
+            a.lost = true;
+            a.connected = false;
+            self.dns_epoch += 1;
+        }
+        true
     }
 
     /// The agent's stream closed; it has the timeout to come back.

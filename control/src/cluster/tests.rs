@@ -372,6 +372,49 @@ fn killing_one_task_replaces_it_or_scales_down() {
     assert!(launches(&c.drain()).is_empty(), "scaled down: not replaced");
 }
 
+#[test]
+fn killing_all_tasks_of_an_app_keeps_it_and_scales_by_the_killed() {
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    c.drain();
+    assert_eq!(
+        c.kill_app_tasks("/nope", false, 3),
+        Err(ClusterError::UnknownApp("/nope".into()))
+    );
+    let (killed, deployment) = c.kill_app_tasks("/web", false, 3).unwrap();
+    assert_eq!((killed.len(), deployment), (3, None));
+    c.tick(3);
+    let out = c.drain();
+    assert_eq!(kills(&out).len(), 3);
+    assert_eq!(
+        launches(&out).len(),
+        3,
+        "replaced while they are being killed"
+    );
+    assert_eq!(c.apps["/web"].instances, 3, "the app stays as it was");
+    // With scale: only the tasks not already being killed count.
+    for (agent, t) in launches(&out) {
+        c.task_status(&agent, &status(&t.task_id, "TASK_RUNNING", Some(true)), 4);
+    }
+    let (killed, deployment) = c.kill_app_tasks("/web", true, 5).unwrap();
+    assert_eq!(
+        killed.len(),
+        3,
+        "the 3 replacements; the 3 killing ones again: no"
+    );
+    assert!(deployment.is_some());
+    assert_eq!(c.apps["/web"].instances, 0);
+    assert!(c.apps.contains_key("/web"));
+    for (agent, t) in &l {
+        c.task_status(agent, &status(&t.task_id, "TASK_KILLED", None), 6);
+    }
+    c.tick(6);
+    assert!(
+        launches(&c.drain()).is_empty(),
+        "scaled to 0: nothing replaced"
+    );
+}
+
 /// Agent 1 with 2 cpus, 1.5 of them (and 256 MB) reserved for role `db`.
 fn reserving_registration(tasks: Vec<TaskStatus>) -> Registration {
     let mut reg = registration(1, tasks);

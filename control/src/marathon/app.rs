@@ -267,12 +267,19 @@ pub fn parse_app(body: &[u8], id_from_path: Option<&str>) -> Result<App, Invalid
     let upgrade_strategy = v.upgrade(obj.get("upgradeStrategy"));
     let user = v.user(obj.get("user"));
     for (i, p) in port_definitions.iter().enumerate() {
-        for (k, val) in &p.labels {
-            if k.starts_with("VIP_") && parse_vip_label(val).is_err() {
-                v.error(
-                    &format!("/portDefinitions({i})/labels/{k}"),
+        for (k, val) in p.labels.iter().filter(|(k, _)| k.starts_with("VIP_")) {
+            let path = format!("/portDefinitions({i})/labels/{k}");
+            match parse_vip_label(val) {
+                Err(_) => v.error(
+                    &path,
                     format!("{val:?} is not a VIP: use /name:port or a.b.c.d:port"),
-                );
+                ),
+                Ok(VipLabel::Ip { ip, .. }) => {
+                    if let Some(why) = unfit_vip_ip(ip) {
+                        v.error(&path, format!("{val:?}: {ip} is {why} and cannot be a VIP (it would capture every agent's own connections to it)"));
+                    }
+                }
+                Ok(VipLabel::Named { .. }) => {}
             }
         }
     }
@@ -301,6 +308,24 @@ pub fn parse_app(body: &[u8], id_from_path: Option<&str>) -> Result<App, Invalid
 pub enum VipLabel {
     Named { name: String, port: u16 },
     Ip { ip: std::net::Ipv4Addr, port: u16 },
+}
+
+/// Why `ip` cannot be a VIP address, if it cannot (the agents refuse the
+/// same spaces, and their own addresses, again).
+fn unfit_vip_ip(ip: std::net::Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_link_local() {
+        Some("a link-local address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip.is_broadcast() {
+        Some("the broadcast address")
+    } else {
+        None
+    }
 }
 
 /// Parses a `VIP_n` label value.
@@ -683,6 +708,30 @@ mod tests {
         );
         assert!(parse_app(b"[1,2]", None).is_err());
         assert!(parse_app(b"{not json", None).unwrap_err().details[0].errors[0].contains("JSON"));
+    }
+
+    #[test]
+    fn vip_labels_in_reserved_space_are_refused_at_their_path() {
+        let app = |vips: &str| {
+            format!(
+                r#"{{"id":"/web","cmd":"x","portDefinitions":[{{"port":0,"labels":{{"VIP_1":"11.1.2.3:80"}}}},{{"port":0,"labels":{vips}}}]}}"#
+            )
+        };
+        for (value, why) in [
+            ("127.0.0.1:5051", "loopback"),
+            ("169.254.169.254:80", "link-local"),
+            ("224.0.0.1:80", "multicast"),
+            ("0.0.0.0:80", "unspecified"),
+        ] {
+            let err =
+                parse_app(app(&format!(r#"{{"VIP_0":"{value}"}}"#)).as_bytes(), None).unwrap_err();
+            assert_eq!(err.details.len(), 1, "{value}: {err:?}");
+            assert_eq!(err.details[0].path, "/portDefinitions(1)/labels/VIP_0");
+            let msg = &err.details[0].errors[0];
+            assert!(msg.contains(value) && msg.contains(why), "{msg}");
+        }
+        assert!(parse_app(app(r#"{"VIP_0":"10.0.0.9:80"}"#).as_bytes(), None).is_ok());
+        assert!(parse_app(app(r#"{"VIP_0":"/web:80"}"#).as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -6,24 +6,25 @@
 //! names give Mesos-DNS's single empty entry.
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Control;
+use super::routes::{Access, Routes};
 use crate::dns::answer::{answer, is_foreign};
 
-pub fn router(control: Arc<Control>) -> Router {
-    Router::new()
-        .route("/v1/version", get(version))
-        .route("/v1/config", get(config))
-        .route("/v1/hosts/{host}", get(hosts))
-        .route("/v1/services/{service}", get(services))
-        .with_state(control)
+pub fn routes(control: &Arc<Control>) -> Routes {
+    let s = Access::Session;
+    Routes::new(control)
+        .route(Method::GET, "/v1/version", s, version)
+        .route(Method::GET, "/v1/config", s, config)
+        .route(Method::GET, "/v1/hosts/{host}", s, hosts)
+        .route(Method::GET, "/v1/services/{service}", s, services)
 }
 
 fn fqdn(name: &str) -> String {

@@ -9,13 +9,33 @@
 //! - [`mesos_dns`]: Mesos-DNS's HTTP API (`/v1/version`, `/v1/hosts/{host}`,
 //!   `/v1/services/{service}`) and the DNS server on UDP and TCP.
 //!
+//! - [`acs`]: DC/OS IAM's login and accounts (`/acs/api/v1/…`), join tokens.
+//! - [`guard`]: the token check of every non-public route (401 `oauthjwt`).
+//! - [`routes`]: the route table (method, path, access) the router is built from.
+//! - [`listener`]: TCP with TLS handshakes off the accept path.
+//!
+//! Every route needs a session token except `/ping`, the login and the
+//! agents' stream (which takes a join token or the agent's own credential).
+//! The Marathon and Mesos-DNS APIs are also served under Admin Router's
+//! prefixes `/marathon` and `/mesos_dns`.
+//!
+//! Locks, in the order they may be taken: `cluster`, then `links`; the
+//! `authority` and the [`Auth`] locks are taken alone. None is held across
+//! an `.await`. A poisoned `cluster` lock stops the process (a decision
+//! panicked half-way; the store has the last committed state); the others
+//! are taken over.
+//!
 //! Every change goes through [`Control::mutate`]: the cluster decides, orders
 //! go to the agents' streams and events to `/v2/events` subscribers, then the
 //! store commits (fsync) the changed records before the API answers; all under
 //! the cluster lock (never held across an `.await`).
+pub mod acs;
 pub mod agents;
+pub mod guard;
+pub mod listener;
 pub mod marathon_api;
 pub mod mesos_dns;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +45,7 @@ use std::time::{Duration, Instant};
 use garrison_proto::ControlMessage;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::auth::Auth;
 use crate::cluster::{Cluster, Outgoing};
 use crate::dns::answer::{Authority, Zone};
 use crate::dns::records::GeneratorConfig;
@@ -46,8 +67,8 @@ fn encode(m: &ControlMessage) -> axum::extract::ws::Utf8Bytes {
 pub struct ServerConfig {
     /// The address agents and clients reach the control at (leader.mesos).
     pub advertise: SocketAddr,
-    /// Mutations need `Authorization: token=<t>` (or `Bearer <t>`) when set.
-    pub token: Option<String>,
+    /// Whether the API is served over TLS (cookies get `Secure`).
+    pub tls: bool,
     /// The Mesos-DNS zone (`mesos`).
     pub domain: String,
     /// The periodic pass (timeouts, deployments).
@@ -59,7 +80,8 @@ pub struct ServerConfig {
 /// The running control.
 pub struct Control {
     cluster: Mutex<Cluster>,
-    store: Store,
+    store: Arc<Store>,
+    auth: Arc<Auth>,
     links: Mutex<HashMap<String, AgentLink>>,
     events: broadcast::Sender<serde_json::Value>,
     authority: RwLock<Arc<Authority>>,
@@ -82,7 +104,8 @@ pub enum ControlError {
 impl Control {
     /// Restores the cluster from `store` and serves from now on.
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
+        auth: Arc<Auth>,
         cluster_config: crate::cluster::ClusterConfig,
         config: ServerConfig,
     ) -> Result<Arc<Control>, StoreError> {
@@ -102,6 +125,7 @@ impl Control {
         let control = Arc::new(Control {
             cluster: Mutex::new(cluster),
             store,
+            auth,
             links: Mutex::new(HashMap::new()),
             events,
             authority: RwLock::new(Arc::new(Authority::default())),
@@ -244,38 +268,57 @@ impl Control {
         (self.events.subscribe(), self.stopping.subscribe())
     }
 
-    /// Whether `headers` carry the token (`Authorization: token=T` or
-    /// `Bearer T`), or none is configured.
-    pub fn token_ok(&self, headers: &axum::http::HeaderMap) -> bool {
-        let Some(token) = &self.config.token else {
-            return true;
-        };
-        headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.strip_prefix("token=")
-                    .or_else(|| v.strip_prefix("Bearer "))
-                    .unwrap_or(v)
-                    .trim()
-            })
-            == Some(token.as_str())
+    /// Accounts, tokens and agent credentials.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The same, to move into a blocking task.
+    pub fn auth_handle(&self) -> Arc<Auth> {
+        self.auth.clone()
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
 
-    /// Registers an agent's stream (replacing an older one of the same agent).
-    fn attach(&self, agent: &str, tx: mpsc::UnboundedSender<axum::extract::ws::Utf8Bytes>) -> u64 {
+    /// Registers an agent's stream. A second live stream of the same agent
+    /// is refused (`None`), unless the agent was declared lost (its old
+    /// stream is then replaced and ends).
+    fn attach(
+        &self,
+        agent: &str,
+        tx: mpsc::UnboundedSender<axum::extract::ws::Utf8Bytes>,
+    ) -> Option<u64> {
+        let lost = self.read(|c, _| c.agents.get(agent).is_none_or(|a| a.lost));
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.links
-            .lock()
-            .expect("links")
-            .insert(agent.to_string(), AgentLink { conn, tx });
-        conn
+        let mut links = self.links.lock().expect("links");
+        if links.get(agent).is_some_and(|l| !l.tx.is_closed()) && !lost {
+            return None;
+        }
+        links.insert(agent.to_string(), AgentLink { conn, tx });
+        Some(conn)
+    }
+
+    /// Ends an agent's stream (revocation): its queue closes, so its serving
+    /// task closes the socket.
+    fn disconnect(&self, agent: &str) -> bool {
+        self.links.lock().expect("links").remove(agent).is_some()
+    }
+
+    /// Every route: method, path, access (the router is built from it).
+    pub fn routes(self: &Arc<Self>) -> routes::Routes {
+        use axum::http::Method;
+        routes::Routes::new(self)
+            .route(Method::GET, "/ping", routes::Access::Public, ping)
+            .merge(marathon_api::routes(self))
+            .nest("/marathon", marathon_api::routes(self))
+            .merge(mesos_dns::routes(self))
+            .nest("/mesos_dns", mesos_dns::routes(self))
+            .merge(agents::routes(self))
+            .merge(acs::routes(self))
     }
 
     /// Forgets a stream if it is still the agent's current one.
@@ -289,26 +332,23 @@ impl Control {
     }
 }
 
+/// Marathon's liveness answer.
+async fn ping() -> &'static str {
+    "pong"
+}
+
 /// Serves HTTP on `http`, DNS on `dns_udp`/`dns_tcp`, and runs the periodic
 /// pass until `shutdown` completes.
 pub async fn run(
     control: Arc<Control>,
-    http: tokio::net::TcpListener,
+    http: listener::ApiListener,
     dns_udp: tokio::net::UdpSocket,
     dns_tcp: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = marathon_api::router(control.clone())
-        .merge(agents::router(control.clone()))
-        .merge(mesos_dns::router(control.clone()));
+    let app = control.routes().into_router();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    // No Nagle: orders and VIP tables to agents are small frames that must
-    // leave at once.
-    use axum::serve::ListenerExt;
-    let http = http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use garrison_control::client::http_request;
+use garrison_control::client::{ApiClient, http_request};
 use serde_json::Value;
 
 use crate::control_lab::{
@@ -47,6 +47,13 @@ pub fn run(rounds: u32) -> Result<String> {
             &rounds.to_string(),
             "--agents",
             &apis.join(","),
+            "--ca",
+            lab.run_dir()
+                .join("control-data/tls/ca.pem")
+                .to_str()
+                .context("path")?,
+            "--token",
+            cl.api.token.as_deref().context("logged in")?,
         ]);
         let out = out.with_context(|| cl.logs())?;
         render(&out, rounds)
@@ -154,8 +161,8 @@ fn render(out: &str, rounds: u32) -> Result<String> {
     Ok(s)
 }
 
-fn get(path: &str) -> Result<Value> {
-    let (status, body) = http_request(control_addr(), "GET", path, None)?;
+fn get(api: &ApiClient, path: &str) -> Result<Value> {
+    let (status, body) = api.request("GET", path, None)?;
     if status != 200 {
         bail!("GET {path}: {status} {body}");
     }
@@ -175,12 +182,20 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// Hidden helper in the client namespace: the measured rounds.
-pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
+pub fn client(
+    cgroup: &Path,
+    rounds: u32,
+    agents: &[SocketAddr],
+    ca: &Path,
+    token: &str,
+) -> Result<()> {
     lab::join_cgroup(cgroup)?;
+    let ca = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let api = ApiClient::tls(control_addr(), &ca)?.with_token(token);
     let app = web_app(3, 0.1)?;
     for round in 1..=rounds {
         let t0 = Instant::now();
-        let (status, body) = http_request(control_addr(), "POST", "/v2/apps", Some(&app))?;
+        let (status, body) = api.request("POST", "/v2/apps", Some(&app))?;
         if status != 201 {
             bail!("POST /v2/apps: {status} {body}");
         }
@@ -192,7 +207,7 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
                 bail!("round {round}: not deployed within 60 s");
             }
             if healthy_ms.is_none() {
-                let a = get("/v2/apps/web")?;
+                let a = get(&api, "/v2/apps/web")?;
                 if a["app"]["tasksHealthy"] == 3 {
                     healthy_ms = Some(ms(t0));
                 }
@@ -211,7 +226,7 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let tasks = get("/v2/apps/web")?;
+        let tasks = get(&api, "/v2/apps/web")?;
         let victim = &tasks["app"]["tasks"][0];
         let host = victim["host"].as_str().context("task host")?.to_string();
         let port = victim["ports"][0].as_u64().context("task port")? as u16;
@@ -237,21 +252,21 @@ pub fn client(cgroup: &Path, rounds: u32, agents: &[SocketAddr]) -> Result<()> {
             }
         };
         let replaced_ms = control_lab::wait_for("replacement healthy", 60, || {
-            let a = get("/v2/apps/web")?;
+            let a = get(&api, "/v2/apps/web")?;
             let ok = a["app"]["tasksHealthy"] == 3
                 && a["app"]["tasks"].as_array().is_some_and(|t| t.len() == 3);
             Ok(ok.then(|| ms(t1)))
         })?;
-        let (status, body) = http_request(control_addr(), "DELETE", "/v2/apps/web", None)?;
+        let (status, body) = api.request("DELETE", "/v2/apps/web", None)?;
         if status != 200 {
             bail!("DELETE: {status} {body}");
         }
         control_lab::wait_for("the app gone", 60, || {
             let gone = vip_backends_at(agents)?.iter().all(Option::is_none)
-                && get("/v2/tasks")?["tasks"]
+                && get(&api, "/v2/tasks")?["tasks"]
                     .as_array()
                     .is_some_and(|t| t.is_empty())
-                && get("/v2/deployments")?
+                && get(&api, "/v2/deployments")?
                     .as_array()
                     .is_some_and(|d| d.is_empty());
             Ok(gone.then_some(()))

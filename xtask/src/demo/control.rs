@@ -79,7 +79,11 @@ pub(super) fn control_demo(lab: &Lab, args: &DemoArgs, agent: &Path, control: &P
 
     let app = web_app(3, 1.0)?;
     println!(
-        "\ndemo: curl -X POST http://{}/v2/apps -d @web.json   # 3 × lab-serve, VIP_0 /web:80, HTTP health",
+        "\ndemo: every request is authenticated over TLS (the control's own CA, DATA_DIR/tls/ca.pem):\n  TOKEN=$(curl -s --cacert ca.pem -X POST https://{0}/acs/api/v1/auth/login -d '{{\"uid\":\"bootstrap\",\"password\":\"…\"}}' | jq -r .token)\n  (the bootstrap password is in DATA_DIR/bootstrap-credentials.json; agents joined with `garrison-control token create --join`)",
+        control_addr()
+    );
+    println!(
+        "\ndemo: curl --cacert ca.pem -H \"Authorization: token=$TOKEN\" -X POST https://{}/v2/apps -d @web.json   # 3 × lab-serve, VIP_0 /web:80, HTTP health",
         control_addr()
     );
     let posted = Instant::now();
@@ -117,7 +121,7 @@ pub(super) fn control_demo(lab: &Lab, args: &DemoArgs, agent: &Path, control: &P
     check_interrupted()?;
 
     println!(
-        "\ndemo: curl -X PUT http://{}/v2/apps/web -d '{{\"instances\":5}}'",
+        "\ndemo: curl … -X PUT https://{}/v2/apps/web -d '{{\"instances\":5}}'",
         control_addr()
     );
     let (status, body) = cl.control("PUT", "/v2/apps/web", Some(r#"{"instances":5}"#))?;
@@ -164,7 +168,7 @@ pub(super) fn control_demo(lab: &Lab, args: &DemoArgs, agent: &Path, control: &P
     check_interrupted()?;
 
     println!(
-        "\ndemo: curl -X DELETE http://{}/v2/apps/web",
+        "\ndemo: curl … -X DELETE https://{}/v2/apps/web",
         control_addr()
     );
     let (status, body) = cl.control("DELETE", "/v2/apps/web", None)?;
@@ -188,7 +192,8 @@ pub(super) fn control_demo(lab: &Lab, args: &DemoArgs, agent: &Path, control: &P
     if args.keep {
         println!("\ndemo: left running (--keep). Try, from {client}:");
         println!(
-            "  ip netns exec {client} curl -s http://{}/v2/apps",
+            "  ip netns exec {client} curl -s --cacert {}/control-data/tls/ca.pem -H \"Authorization: token=$TOKEN\" https://{}/v2/apps",
+            lab.run_dir().display(),
             control_addr()
         );
         println!(
