@@ -161,8 +161,7 @@ impl Shared {
         let counters = self.dataplane.lock().expect("dataplane lock").counters()?;
         let mut out = BTreeMap::new();
         for ((vip, _), c) in counters {
-            let key =
-                garrison_proto::vip_key(vip.addr.ip(), vip.addr.port(), vip.protocol.as_str());
+            let key = garrison_proto::vip_key(vip.addr.ip(), vip.addr.port(), vip.protocol.into());
             *out.entry(key).or_insert(0) += c.selected;
         }
         Ok(out)

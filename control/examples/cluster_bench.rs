@@ -15,7 +15,7 @@ use support::{percentile, rss_mib};
 
 use garrison_control::cluster::{Cluster, ClusterConfig, Meta, Outgoing};
 use garrison_control::marathon::app::parse_app;
-use garrison_proto::{AgentResources, ControlMessage, Registration, TaskStatus};
+use garrison_proto::{AgentResources, ControlMessage, Registration, TaskState, TaskStatus};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -36,7 +36,7 @@ fn main() {
             Registration {
                 agent_id: format!("agent-{i}"),
                 hostname: format!("node-{i}"),
-                ip: format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+                ip: std::net::Ipv4Addr::from(0x0a00_0000 | (i as u32 & 0x00ff_ffff)).into(),
                 resources: AgentResources {
                     cpus: 4.0,
                     mem: 8192.0,
@@ -73,7 +73,7 @@ fn main() {
     for (agent, task) in &launches {
         let s = TaskStatus {
             task_id: task.clone(),
-            state: "TASK_RUNNING".into(),
+            state: TaskState::Running,
             reason: None,
             healthy: None,
         };
@@ -95,7 +95,7 @@ fn main() {
     for (n, (agent, task)) in launches.iter().take(20).enumerate() {
         let s = TaskStatus {
             task_id: task.clone(),
-            state: "TASK_FAILED".into(),
+            state: TaskState::Failed,
             reason: None,
             healthy: None,
         };

@@ -250,4 +250,67 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Every value of `table`, as stored.
+    fn raw(store: &Store, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
+        let txn = store.db.begin_read().unwrap();
+        let t = txn.open_table(table).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|item| String::from_utf8(item.unwrap().1.value().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_store_written_before_the_wire_was_typed_loads_and_writes_back_the_same() {
+        use crate::cluster::tests::string_typed;
+        let dir = std::env::temp_dir().join(format!("garrison-store-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        // The records as the string-typed control stored them.
+        let (apps, tasks, meta) = (
+            string_typed("APP"),
+            string_typed("TASK"),
+            string_typed("META"),
+        );
+        let txn = store.db.begin_write().unwrap();
+        for (def, key_of, records) in [
+            (APPS, "id", &apps),
+            (TASKS, "id", &tasks),
+            (META, "", &meta),
+        ] {
+            let mut table = txn.open_table(def).unwrap();
+            for r in records.iter() {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                let key = v.get(key_of).and_then(|k| k.as_str()).unwrap_or("meta");
+                table.insert(key, r.as_bytes()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+
+        let (loaded_apps, loaded_tasks, loaded_meta) = store.load().unwrap();
+        assert_eq!(loaded_tasks.len(), tasks.len());
+        let killing = loaded_tasks.iter().find(|t| t.is_killing()).unwrap();
+        assert_eq!(killing.ip, std::net::IpAddr::from([10, 0, 0, 1]));
+        // Everything rewritten: the same bytes.
+        let c = Cluster::restore(
+            ClusterConfig::default(),
+            loaded_apps,
+            loaded_tasks,
+            loaded_meta,
+            1,
+            0,
+        );
+        let dirty = Dirty {
+            apps: c.apps.keys().cloned().collect(),
+            tasks: c.tasks.keys().cloned().collect(),
+            meta: true,
+        };
+        store.commit(&c, &dirty).unwrap();
+        assert_eq!(raw(&store, APPS), apps);
+        assert_eq!(raw(&store, TASKS), tasks);
+        assert_eq!(raw(&store, META), meta);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -17,12 +17,23 @@
 //! replaying a launch of a running task, a kill of a gone task or an old table
 //! changes nothing.
 //!
-//! Addresses are text (`"10.0.0.1"`, `"fd00::1"`); ports are host order numbers.
+//! Types at every boundary: addresses are [`std::net::IpAddr`] (text on the
+//! wire: `"10.0.0.1"`, `"fd00::1"`), task states [`TaskState`] (Mesos' names),
+//! VIP protocols [`Protocol`] (`"tcp"`, `"udp"`), health-check protocols
+//! [`HealthCheckProtocol`] (Marathon's names); ports are host order numbers.
+//! The JSON is the same text as when these were strings. A frame that does
+//! not parse — a state, protocol or address outside its type among them — is
+//! refused whole: the receiver logs it and skips that frame only (the
+//! stream stays up; a refused `register` is the exception: the control closes
+//! that stream, as for any unreadable first frame).
 //!
 //! Also shared, because both sides must compute them the same way:
 //! [`named`] (named VIP DNS names and addresses) and [`digest`] (the stable hash).
 pub mod digest;
+pub mod kinds;
 pub mod named;
+
+pub use kinds::{HealthCheckProtocol, Probe, Protocol, TaskState, UnknownName};
 
 use std::collections::BTreeMap;
 
@@ -48,7 +59,7 @@ pub enum AgentMessage {
 
 /// The key of a VIP in [`AgentMessage::VipCounters`]: `10.0.0.1:80/tcp`,
 /// `[fd00::1]:80/udp`.
-pub fn vip_key(ip: std::net::IpAddr, port: u16, protocol: &str) -> String {
+pub fn vip_key(ip: std::net::IpAddr, port: u16, protocol: Protocol) -> String {
     format!("{}/{protocol}", std::net::SocketAddr::new(ip, port))
 }
 
@@ -59,7 +70,7 @@ pub struct Registration {
     pub agent_id: String,
     pub hostname: String,
     /// The address tasks on this agent are reached at.
-    pub ip: String,
+    pub ip: std::net::IpAddr,
     pub resources: AgentResources,
     /// Tasks the agent runs now (any state it still reports).
     #[serde(default)]
@@ -82,12 +93,20 @@ pub struct AgentResources {
     pub reserved: Option<Reservation>,
 }
 
-/// Resources set aside for one role.
+/// Resources set aside for one role: in a [`Registration`] and in the
+/// agent's configuration (`[isolation.reserved]`), one type for both. Unknown
+/// keys are refused (a misspelt key in the configuration must not reserve
+/// nothing silently), so a field added here is a wire change both sides need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Reservation {
     pub role: String,
+    #[serde(default)]
     pub cpus: f64,
+    /// MB.
+    #[serde(default)]
     pub mem: f64,
+    /// MB.
     #[serde(default)]
     pub disk: f64,
 }
@@ -96,28 +115,12 @@ pub struct Reservation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskStatus {
     pub task_id: String,
-    /// Mesos' names: TASK_STAGING, TASK_RUNNING, TASK_KILLING, TASK_FINISHED,
-    /// TASK_FAILED, TASK_KILLED, TASK_LOST.
-    pub state: String,
+    pub state: TaskState,
     #[serde(default)]
     pub reason: Option<String>,
     /// Result of the task's health checks (`None`: none defined or none run yet).
     #[serde(default)]
     pub healthy: Option<bool>,
-}
-
-/// Whether a Mesos task state is final.
-pub fn is_terminal_state(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_LOST"
-            | "TASK_ERROR"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-    )
 }
 
 /// Control → agent.
@@ -160,8 +163,9 @@ pub struct LaunchTask {
     /// The user the task runs as (Marathon's app `user`); `None`: the
     /// agent's `isolation.default_user`. A name, checked by
     /// [`is_plausible_user_name`]; the agent resolves it (and refuses root
-    /// unless `isolation.allow_root_tasks`).
-    #[serde(default)]
+    /// unless `isolation.allow_root_tasks`). `None` is not sent: the frame
+    /// is what it was before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
 }
 
@@ -181,8 +185,8 @@ pub fn is_plausible_user_name(name: &str) -> bool {
 /// A health check the agent runs against its task (Marathon's fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthCheck {
-    /// `HTTP`, `TCP` or `COMMAND`.
-    pub protocol: String,
+    /// Marathon's name (`HTTP`, `TCP`, `COMMAND`, …); see [`HealthCheckProtocol::probe`].
+    pub protocol: HealthCheckProtocol,
     /// HTTP path (HTTP only).
     #[serde(default)]
     pub path: Option<String>,
@@ -208,10 +212,9 @@ pub struct VipTable {
 /// One VIP: address, port, protocol, its name (if named) and backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vip {
-    pub ip: String,
+    pub ip: std::net::IpAddr,
     pub port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// DNS name (`web.marathon.l4lb.thisdcos.directory`) for named VIPs.
     #[serde(default)]
     pub name: Option<String>,
@@ -221,7 +224,7 @@ pub struct Vip {
 /// A backend of a VIP; weight 0 keeps it known but sends it nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VipBackend {
-    pub ip: String,
+    pub ip: std::net::IpAddr,
     pub port: u16,
     pub weight: u32,
 }
@@ -246,7 +249,6 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<ControlMessage>(r#"{"type":"nope"}"#).is_err());
-        assert!(is_terminal_state("TASK_KILLED") && !is_terminal_state("TASK_RUNNING"));
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! then every `interval`; a probe that does not succeed within `timeout`
 //! fails. Failures before the first success and within the grace period are
 //! ignored. The first counted failure makes the task unhealthy (the control
-//! drains it at once); `max_consecutive_failures` in a row kill it. HTTP: a
-//! `GET path` answered 200–399; TCP: a connection; COMMAND: `sh -c` exits 0.
+//! drains it at once); `max_consecutive_failures` in a row kill it. HTTP (and
+//! MESOS_HTTP): a `GET path` answered 200–399; TCP (and MESOS_TCP): a
+//! connection; COMMAND: `sh -c` exits 0. HTTPS and MESOS_HTTPS are not
+//! supported (the control refuses them in app definitions): such a probe
+//! fails, with a warning.
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use garrison_proto::HealthCheck;
+use garrison_proto::{HealthCheck, Probe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -34,8 +37,8 @@ pub struct Target {
 }
 
 async fn probe(check: &HealthCheck, target: &Target) -> bool {
-    match check.protocol.as_str() {
-        "COMMAND" => {
+    match check.protocol.probe() {
+        Probe::Command => {
             let Some(cmd) = check.command.clone() else {
                 return false;
             };
@@ -58,7 +61,11 @@ async fn probe(check: &HealthCheck, target: &Target) -> bool {
             .await
             .unwrap_or(false)
         }
-        proto => {
+        Probe::Http { tls: true } => {
+            tracing::warn!(task = %target.task_id, protocol = %check.protocol, "HTTPS health checks are not supported: the probe fails");
+            false
+        }
+        probe @ (Probe::Tcp | Probe::Http { tls: false }) => {
             let Some(port) = target.ports.get(check.port_index) else {
                 return false;
             };
@@ -66,7 +73,7 @@ async fn probe(check: &HealthCheck, target: &Target) -> bool {
             let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
                 return false;
             };
-            if proto == "TCP" {
+            if probe == Probe::Tcp {
                 return true;
             }
             let path = check.path.as_deref().unwrap_or("/");
@@ -135,9 +142,9 @@ pub async fn run_check(check: HealthCheck, target: Target, events: mpsc::Sender<
 mod tests {
     use super::*;
 
-    fn check(protocol: &str, failures: u32) -> HealthCheck {
+    fn check(protocol: garrison_proto::HealthCheckProtocol, failures: u32) -> HealthCheck {
         HealthCheck {
-            protocol: protocol.into(),
+            protocol,
             path: Some("/health".into()),
             port_index: 0,
             command: None,
@@ -174,7 +181,11 @@ mod tests {
             ports: vec![port],
             launcher: None,
         };
-        let task = tokio::spawn(run_check(check("HTTP", 3), target, tx));
+        let task = tokio::spawn(run_check(
+            check(garrison_proto::HealthCheckProtocol::Http, 3),
+            target,
+            tx,
+        ));
         let mut got = Vec::new();
         while let Some(e) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
@@ -190,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn failures_in_grace_are_ignored_and_commands_work() {
         let (tx, mut rx) = mpsc::channel(8);
-        let mut c = check("COMMAND", 2);
+        let mut c = check(garrison_proto::HealthCheckProtocol::Command, 2);
         c.command = Some("test -e /nonexistent-garrison".into());
         c.grace_period_seconds = 0.3;
         let target = Target {
@@ -211,7 +222,7 @@ mod tests {
             "reported within grace"
         );
         let (tx, mut rx) = mpsc::channel(8);
-        let mut ok = check("COMMAND", 2);
+        let mut ok = check(garrison_proto::HealthCheckProtocol::Command, 2);
         ok.command = Some("true".into());
         tokio::spawn(run_check(ok, target, tx));
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())

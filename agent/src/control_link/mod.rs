@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use garrison_proto::{
-    AgentMessage, AgentResources, ControlMessage, LaunchTask, Registration, TaskStatus,
+    AgentMessage, AgentResources, ControlMessage, LaunchTask, Registration, TaskState, TaskStatus,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -146,13 +146,9 @@ impl Health {
 }
 
 fn status_of(info: &TaskInfo, healthy: Option<bool>) -> TaskStatus {
-    let state = serde_json::to_value(info.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "TASK_LOST".into());
     TaskStatus {
         task_id: info.id.clone(),
-        state,
+        state: info.state,
         reason: info.reason.clone(),
         healthy,
     }
@@ -218,7 +214,7 @@ impl Session<'_> {
         Registration {
             agent_id: self.config.agent_id.clone(),
             hostname: self.config.hostname.clone(),
-            ip: self.config.ip.to_string(),
+            ip: self.config.ip,
             resources: AgentResources {
                 cpus,
                 mem,
@@ -228,16 +224,7 @@ impl Session<'_> {
                 } else {
                     format!("[{}]", self.node.ports)
                 },
-                reserved: self
-                    .node
-                    .reserved
-                    .as_ref()
-                    .map(|r| garrison_proto::Reservation {
-                        role: r.role.clone(),
-                        cpus: r.cpus,
-                        mem: r.mem,
-                        disk: r.disk,
-                    }),
+                reserved: self.node.reserved.clone(),
             },
             tasks: self
                 .launcher
@@ -371,7 +358,7 @@ impl Session<'_> {
         let Some(launcher) = self.launcher else {
             return Some(AgentMessage::TaskStatus(TaskStatus {
                 task_id: l.task_id,
-                state: "TASK_FAILED".into(),
+                state: TaskState::Failed,
                 reason: Some("this agent runs no tasks".into()),
                 healthy: None,
             }));
@@ -408,7 +395,7 @@ impl Session<'_> {
                 tracing::warn!(task = %l.task_id, error = %e, "launch refused");
                 let _ = done.blocking_send(TaskStatus {
                     task_id: l.task_id,
-                    state: "TASK_FAILED".into(),
+                    state: TaskState::Failed,
                     reason: Some(e.to_string()),
                     healthy: None,
                 });
@@ -460,7 +447,7 @@ impl Session<'_> {
                 Some(t) => status_of(&t, None),
                 None => TaskStatus {
                     task_id,
-                    state: "TASK_KILLED".into(),
+                    state: TaskState::Killed,
                     reason: Some("unknown to the agent".into()),
                     healthy: None,
                 },
@@ -477,7 +464,7 @@ impl Session<'_> {
                 tracing::warn!(task = %task_id, error = %e, "kill failed");
                 let _ = done.blocking_send(TaskStatus {
                     task_id,
-                    state: "TASK_LOST".into(),
+                    state: TaskState::Lost,
                     reason: Some(format!("kill failed: {e}")),
                     healthy: None,
                 });
@@ -505,10 +492,7 @@ impl Session<'_> {
 
     /// Hands a table to the daemon loop; acknowledges once it is programmed.
     async fn program(&self, t: garrison_proto::VipTable, acks: &mpsc::Sender<u64>) {
-        let (table, skipped) = table::source_table(&t);
-        for s in &skipped {
-            tracing::warn!(revision = t.revision, "control VIP entry skipped: {s}");
-        }
+        let table = table::source_table(&t);
         let (tx, rx) = oneshot::channel();
         if self
             .tables

@@ -2,60 +2,59 @@
 //!
 //! The control is the authority for named-VIP addresses: its VIPs arrive with
 //! their address and DNS name, so they become address VIPs carrying the name
-//! (the agent's own allocator is not consulted). An entry that does not parse
-//! is left out with a reason; the others are kept.
-use std::net::{IpAddr, SocketAddr};
+//! (the agent's own allocator is not consulted). Addresses and protocols are
+//! typed on the wire: a table with one that does not parse is refused whole
+//! before it gets here, so every entry converts.
+use std::net::SocketAddr;
 
 use garrison_proto::VipTable;
 
 use crate::sources::{SourceTable, SourceVip, VipRef};
 use crate::vip::{Backend, Protocol};
 
-/// The table, and one reason per entry left out.
-pub fn source_table(table: &VipTable) -> (SourceTable, Vec<String>) {
-    let mut out = Vec::new();
-    let mut skipped = Vec::new();
-    for v in &table.vips {
-        let ip: IpAddr = match v.ip.parse() {
-            Ok(ip) => ip,
-            Err(_) => {
-                skipped.push(format!("VIP address {:?} is not an IP", v.ip));
-                continue;
-            }
-        };
-        let protocol = match v.protocol.as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                skipped.push(format!("VIP {ip}:{}: protocol {other:?}", v.port));
-                continue;
-            }
-        };
-        let mut backends = Vec::new();
-        for b in &v.backends {
-            match b.ip.parse::<IpAddr>() {
-                Ok(bip) => backends.push(Backend {
-                    addr: SocketAddr::new(bip, b.port),
-                    weight: b.weight,
-                    healthy: true,
-                }),
-                Err(_) => skipped.push(format!(
-                    "VIP {ip}:{}: backend {:?} is not an IP",
-                    v.port, b.ip
-                )),
-            }
-        }
-        out.push(SourceVip {
+/// The table as a source table.
+pub fn source_table(table: &VipTable) -> SourceTable {
+    table
+        .vips
+        .iter()
+        .map(|v| SourceVip {
             vip: VipRef::Ip {
-                addr: SocketAddr::new(ip, v.port),
+                addr: SocketAddr::new(v.ip, v.port),
                 name: v.name.clone(),
             },
-            protocol,
-            backends,
+            protocol: v.protocol.into(),
+            backends: v
+                .backends
+                .iter()
+                .map(|b| Backend {
+                    addr: SocketAddr::new(b.ip, b.port),
+                    weight: b.weight,
+                    healthy: true,
+                })
+                .collect(),
             origin: vec![format!("revision {}", table.revision)],
-        });
+        })
+        .collect()
+}
+
+/// The wire's protocol as the data path's (total: both know TCP and UDP).
+impl From<garrison_proto::Protocol> for Protocol {
+    fn from(p: garrison_proto::Protocol) -> Self {
+        match p {
+            garrison_proto::Protocol::Tcp => Protocol::Tcp,
+            garrison_proto::Protocol::Udp => Protocol::Udp,
+        }
     }
-    (out, skipped)
+}
+
+/// The data path's protocol as the wire's (VIP counter keys).
+impl From<Protocol> for garrison_proto::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Tcp => garrison_proto::Protocol::Tcp,
+            Protocol::Udp => garrison_proto::Protocol::Udp,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -65,44 +64,32 @@ mod tests {
 
     #[test]
     fn named_vips_keep_the_controls_address_and_weights() {
+        let backend = |ip: &str, port, weight| VipBackend {
+            ip: ip.parse().unwrap(),
+            port,
+            weight,
+        };
         let table = VipTable {
             revision: 3,
             vips: vec![
                 Vip {
-                    ip: "11.4.5.6".into(),
+                    ip: [11, 4, 5, 6].into(),
                     port: 80,
-                    protocol: "tcp".into(),
+                    protocol: garrison_proto::Protocol::Tcp,
                     name: Some("web.marathon.l4lb.thisdcos.directory".into()),
-                    backends: vec![
-                        VipBackend {
-                            ip: "10.0.0.1".into(),
-                            port: 31000,
-                            weight: 1,
-                        },
-                        VipBackend {
-                            ip: "10.0.0.2".into(),
-                            port: 31001,
-                            weight: 0,
-                        },
-                        VipBackend {
-                            ip: "nope".into(),
-                            port: 1,
-                            weight: 1,
-                        },
-                    ],
+                    backends: vec![backend("10.0.0.1", 31000, 1), backend("10.0.0.2", 31001, 0)],
                 },
                 Vip {
-                    ip: "x".into(),
-                    port: 1,
-                    protocol: "tcp".into(),
+                    ip: [10, 10, 0, 1].into(),
+                    port: 53,
+                    protocol: garrison_proto::Protocol::Udp,
                     name: None,
-                    backends: vec![],
+                    backends: vec![backend("fd00::2", 31053, 1)],
                 },
             ],
         };
-        let (t, skipped) = source_table(&table);
-        assert_eq!(t.len(), 1);
-        assert_eq!(skipped.len(), 2);
+        let t = source_table(&table);
+        assert_eq!(t.len(), 2);
         assert_eq!(
             t[0].vip,
             VipRef::Ip {
@@ -110,9 +97,12 @@ mod tests {
                 name: Some("web.marathon.l4lb.thisdcos.directory".into())
             }
         );
+        assert_eq!(t[0].protocol, Protocol::Tcp);
         assert_eq!(
             t[0].backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
             vec![1, 0]
         );
+        assert_eq!(t[1].protocol, Protocol::Udp);
+        assert_eq!(t[1].backends[0].addr, "[fd00::2]:31053".parse().unwrap());
     }
 }

@@ -28,10 +28,7 @@ pub struct CommandHook {
 
 impl CommandHook {
     fn run(&self, phase: &str, task: &TaskInfo) -> Result<(), String> {
-        let state = serde_json::to_value(task.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = task.state.as_str();
         let mut child = Command::new(&self.program)
             .arg(phase)
             .env("GARRISON_TASK_ID", &task.id)

@@ -61,29 +61,10 @@ pub struct TaskSpec {
     pub user: Option<String>,
 }
 
-/// Task states, named as Mesos names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum TaskState {
-    #[serde(rename = "TASK_STAGING")]
-    Staging,
-    #[serde(rename = "TASK_RUNNING")]
-    Running,
-    #[serde(rename = "TASK_FINISHED")]
-    Finished,
-    #[serde(rename = "TASK_FAILED")]
-    Failed,
-    #[serde(rename = "TASK_KILLED")]
-    Killed,
-}
-
-impl TaskState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Finished | TaskState::Failed | TaskState::Killed
-        )
-    }
-}
+/// Task states, named as Mesos names them: the wire's type, so a state goes
+/// to the control as it is. The launcher uses Staging, Running, Finished,
+/// Failed and Killed.
+pub use garrison_proto::TaskState;
 
 /// What the API shows of a task.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,20 +3,9 @@
 //! Building the JSON is pure ([`NodeResources::state_json`]).
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// Resources reserved for one role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reservation {
-    pub role: String,
-    #[serde(default)]
-    pub cpus: f64,
-    #[serde(default)]
-    pub mem: f64,
-    #[serde(default)]
-    pub disk: f64,
-}
+/// Resources reserved for one role (`[isolation.reserved]`): the type the
+/// registration carries to the control.
+pub use garrison_proto::Reservation;
 
 /// The node's totals (mem and disk in MB, as Mesos).
 #[derive(Debug, Clone, PartialEq)]
@@ -154,5 +143,22 @@ mod tests {
         assert_eq!(j["reserved_resources"]["slave_public"]["cpus"], 2.0);
         assert_eq!(j["unreserved_resources"]["cpus"], 6.0);
         assert_eq!(j["unreserved_resources"]["mem"], 15000.0);
+    }
+
+    /// `[isolation.reserved]` parses into the type the registration carries.
+    #[test]
+    fn the_configured_reservation_is_the_wire_type() {
+        let r: Reservation = toml::from_str("role = \"slave_public\"\nmem = 512\n").unwrap();
+        assert_eq!(
+            r,
+            garrison_proto::Reservation {
+                role: "slave_public".into(),
+                cpus: 0.0,
+                mem: 512.0,
+                disk: 0.0,
+            }
+        );
+        let typo = toml::from_str::<Reservation>("role = \"r\"\ncpu = 2\n").unwrap_err();
+        assert!(typo.to_string().contains("cpu"), "{typo}");
     }
 }

@@ -233,11 +233,13 @@ impl Auth {
             return Err(AuthError::Exists(uid.to_string()));
         }
         let account = Account::from_request(uid, req)?;
-        self.store.put_account(&account)?;
+        // Checked and written under the lock: of two creations at once, the
+        // one refused must not overwrite the other's record in the store.
         let mut accounts = write(&self.accounts);
         if accounts.contains_key(uid) {
             return Err(AuthError::Exists(uid.to_string()));
         }
+        self.store.put_account(&account)?;
         accounts.insert(uid.to_string(), account.clone());
         Ok(account)
     }
@@ -288,7 +290,9 @@ impl Auth {
 
     /// Issues agent `id`'s credential (refused while it holds one).
     pub fn issue_agent_credential(&self, id: &str) -> Result<String, AuthError> {
-        if read(&self.agents).contains_key(id) {
+        // Checked and written under the lock: two joins at once get one credential.
+        let mut agents = write(&self.agents);
+        if agents.contains_key(id) {
             return Err(AuthError::AgentHasCredential(id.to_string()));
         }
         let secret = secrets::random_hex(32);
@@ -298,7 +302,7 @@ impl Auth {
             issued: unix_now(),
         };
         self.store.put_agent_credential(&credential)?;
-        write(&self.agents).insert(id.to_string(), credential);
+        agents.insert(id.to_string(), credential);
         Ok(secret)
     }
 

@@ -16,7 +16,7 @@
 //! gone. Placement of new tasks is [`crate::marathon::placement`]'s.
 use std::collections::{BTreeSet, HashMap};
 
-use garrison_proto::{ControlMessage, HealthCheck as WireCheck, LaunchTask};
+use garrison_proto::{ControlMessage, HealthCheck as WireCheck, LaunchTask, TaskState};
 
 use super::{Cluster, TaskRecord};
 use crate::marathon::app::{App, Constraint};
@@ -102,7 +102,7 @@ pub(super) fn launch_message(app: &App, task_id: &str, host: &str, ports: &[u16]
             .health_checks
             .iter()
             .map(|h| WireCheck {
-                protocol: h.protocol.clone(),
+                protocol: h.protocol,
                 path: h.path.clone(),
                 port_index: h.port_index,
                 command: h.command.as_ref().map(|c| c.value.clone()),
@@ -288,9 +288,9 @@ impl Cluster {
                 app_id: app.id.clone(),
                 agent_id: agent.id.clone(),
                 host: agent.hostname.clone(),
-                ip: agent.ip.clone(),
+                ip: agent.ip,
                 ports: p.ports.clone(),
-                state: "TASK_STAGING".into(),
+                state: TaskState::Staging,
                 healthy: None,
                 version: app.version,
                 seq,
@@ -313,7 +313,7 @@ impl Cluster {
         if t.is_killing() {
             return;
         }
-        t.state = "TASK_KILLING".into();
+        t.state = TaskState::Killing;
         let agent = t.agent_id.clone();
         self.touch_task(id);
         self.send(
@@ -366,15 +366,21 @@ mod tests {
     use super::*;
     use crate::marathon::app::parse_app;
 
-    fn task(id: &str, version: u64, state: &str, healthy: Option<bool>, seq: u64) -> TaskRecord {
+    fn task(
+        id: &str,
+        version: u64,
+        state: TaskState,
+        healthy: Option<bool>,
+        seq: u64,
+    ) -> TaskRecord {
         TaskRecord {
             id: id.into(),
             app_id: "/web".into(),
             agent_id: "a1".into(),
             host: "h".into(),
-            ip: "10.0.0.1".into(),
+            ip: [10, 0, 0, 1].into(),
             ports: vec![31000],
-            state: state.into(),
+            state,
             healthy,
             version,
             seq,
@@ -396,11 +402,11 @@ mod tests {
     #[test]
     fn scale_up_and_down_kills_unhealthy_then_newest() {
         let a = app(3, 1, "");
-        let t1 = task("t1", 1, "TASK_RUNNING", None, 1);
-        let t2 = task("t2", 1, "TASK_RUNNING", None, 2);
+        let t1 = task("t1", 1, TaskState::Running, None, 1);
+        let t2 = task("t2", 1, TaskState::Running, None, 2);
         assert_eq!(plan_app(&a, &[&t1, &t2]).launch, 1);
         let a = app(1, 1, "");
-        let t3 = task("t3", 1, "TASK_STAGING", None, 3);
+        let t3 = task("t3", 1, TaskState::Staging, None, 3);
         let p = plan_app(&a, &[&t1, &t2, &t3]);
         assert_eq!(p.kill, vec!["t3", "t2"]);
     }
@@ -410,13 +416,13 @@ mod tests {
         let checks = r#","healthChecks":[{"protocol":"TCP"}]"#;
         // Defaults: min health 1, over capacity 1 → start all new first.
         let a = app(2, 2, checks);
-        let o1 = task("o1", 1, "TASK_RUNNING", Some(true), 1);
-        let o2 = task("o2", 1, "TASK_RUNNING", Some(true), 2);
+        let o1 = task("o1", 1, TaskState::Running, Some(true), 1);
+        let o2 = task("o2", 1, TaskState::Running, Some(true), 2);
         let p = plan_app(&a, &[&o1, &o2]);
         assert_eq!((p.launch, p.kill.len()), (2, 0));
         // One new healthy: one old may go (3 healthy, 2 needed).
-        let n1 = task("n1", 2, "TASK_RUNNING", Some(true), 3);
-        let n2 = task("n2", 2, "TASK_STAGING", None, 4);
+        let n1 = task("n1", 2, TaskState::Running, Some(true), 3);
+        let n2 = task("n2", 2, TaskState::Staging, None, 4);
         let p = plan_app(&a, &[&o1, &o2, &n1, &n2]);
         assert_eq!((p.launch, p.kill), (0, vec!["o2".to_string()]));
         // min health 0.5, over capacity 0: kill one old first, then launch.

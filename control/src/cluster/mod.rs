@@ -17,10 +17,11 @@ pub mod names;
 pub mod vips;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use garrison_proto::named::{Ipv4Range, NamedVipAllocator};
 use garrison_proto::{
-    AgentResources, ControlMessage, Registration, TaskStatus, VipTable, is_terminal_state,
+    AgentResources, ControlMessage, Registration, TaskState, TaskStatus, VipTable,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,10 +55,10 @@ pub struct TaskRecord {
     pub app_id: String,
     pub agent_id: String,
     pub host: String,
-    pub ip: String,
+    pub ip: IpAddr,
     pub ports: Vec<u16>,
-    /// Mesos state name; TASK_KILLING while a kill is pending.
-    pub state: String,
+    /// TASK_KILLING while a kill is pending.
+    pub state: TaskState,
     pub healthy: Option<bool>,
     /// The app version the task runs.
     pub version: u64,
@@ -70,12 +71,12 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     pub fn is_killing(&self) -> bool {
-        self.state == "TASK_KILLING"
+        self.state == TaskState::Killing
     }
 
     /// Running and, when the app has health checks, reported healthy.
     pub fn is_healthy(&self, has_checks: bool) -> bool {
-        self.state == "TASK_RUNNING" && (!has_checks || self.healthy == Some(true))
+        self.state == TaskState::Running && (!has_checks || self.healthy == Some(true))
     }
 }
 
@@ -84,7 +85,7 @@ impl TaskRecord {
 pub struct AgentRecord {
     pub id: String,
     pub hostname: String,
-    pub ip: String,
+    pub ip: IpAddr,
     pub resources: AgentResources,
     pub connected: bool,
     pub lost: bool,
@@ -460,7 +461,7 @@ impl Cluster {
             AgentRecord {
                 id: id.clone(),
                 hostname: reg.hostname.clone(),
-                ip: reg.ip.clone(),
+                ip: reg.ip,
                 resources: reg.resources.clone(),
                 connected: true,
                 lost: false,
@@ -477,7 +478,7 @@ impl Cluster {
         let reported: BTreeMap<&str, &TaskStatus> =
             reg.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
         for status in &reg.tasks {
-            if is_terminal_state(&status.state) {
+            if status.state.is_terminal() {
                 continue;
             }
             match self.tasks.get(&status.task_id) {
@@ -510,7 +511,7 @@ impl Cluster {
                     // task the agent never started is lost.
                     let status = TaskStatus {
                         task_id,
-                        state: "TASK_LOST".into(),
+                        state: TaskState::Lost,
                         reason: Some("the agent re-registered without it".into()),
                         healthy: None,
                     };
@@ -593,7 +594,7 @@ impl Cluster {
             .get(&status.task_id)
             .is_some_and(|t| t.agent_id == agent);
         if !known {
-            if !is_terminal_state(&status.state) {
+            if !status.state.is_terminal() {
                 self.send(
                     agent,
                     ControlMessage::Kill {
@@ -612,10 +613,10 @@ impl Cluster {
         };
         let killing = task.is_killing();
         let state_changed =
-            task.state != status.state && !(killing && status.state == "TASK_RUNNING");
+            task.state != status.state && !(killing && status.state == TaskState::Running);
         let health_changed = task.healthy != status.healthy;
         if state_changed {
-            task.state = status.state.clone();
+            task.state = status.state;
             task.reason = status.reason.clone();
         }
         task.healthy = status.healthy;
@@ -634,7 +635,7 @@ impl Cluster {
                 "taskId": task.id, "instanceId": task.id, "alive": alive, "timestamp": now_ms,
             }));
         }
-        if is_terminal_state(&task.state) {
+        if task.state.is_terminal() {
             self.tasks.remove(&task.id);
         }
         self.touch_task(&task.id);
@@ -682,7 +683,7 @@ impl Cluster {
         for (agent, task_id) in orphaned {
             let status = TaskStatus {
                 task_id,
-                state: "TASK_LOST".into(),
+                state: TaskState::Lost,
                 reason: Some("agent lost".into()),
                 healthy: None,
             };

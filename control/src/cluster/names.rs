@@ -22,19 +22,17 @@ pub fn mesos_task_name(app_id: &str) -> String {
 impl Cluster {
     /// The master state Mesos would report for this cluster.
     pub fn master_state(&self, control: SocketAddr) -> MasterState {
-        let pid = |id: &str, ip: &str, port: u16| -> Option<Pid> {
-            Some(Pid {
-                id: id.to_string(),
-                host: ip.parse::<IpAddr>().ok()?.to_string(),
-                port,
-            })
+        let pid = |id: &str, ip: IpAddr, port: u16| Pid {
+            id: id.to_string(),
+            host: ip.to_string(),
+            port,
         };
         let slaves = self
             .live_agents()
             .map(|a| Agent {
                 id: a.id.clone(),
                 hostname: a.hostname.clone(),
-                pid: pid("slave(1)", &a.ip, AGENT_PORT),
+                pid: Some(pid("slave(1)", a.ip, AGENT_PORT)),
             })
             .collect();
         let tasks = self
@@ -44,13 +42,9 @@ impl Cluster {
                 id: t.id.clone(),
                 name: mesos_task_name(&t.app_id),
                 slave_id: t.agent_id.clone(),
-                state: if t.is_killing() {
-                    "TASK_KILLING".into()
-                } else {
-                    t.state.clone()
-                },
+                state: t.state.as_str().into(),
                 statuses: vec![Status {
-                    state: t.state.clone(),
+                    state: t.state.as_str().into(),
                     timestamp: t.staged_at_ms as f64 / 1000.0,
                     ..Status::default()
                 }],
@@ -71,7 +65,7 @@ impl Cluster {
             frameworks: vec![Framework {
                 name: "marathon".into(),
                 hostname: control.ip().to_string(),
-                pid: pid("scheduler(1)", &control.ip().to_string(), control.port()),
+                pid: Some(pid("scheduler(1)", control.ip(), control.port())),
                 tasks,
             }],
             slaves,

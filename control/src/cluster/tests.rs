@@ -1,5 +1,5 @@
 //! The cluster's decisions, driven as the server drives them.
-use garrison_proto::{AgentResources, ControlMessage, Registration, TaskStatus};
+use garrison_proto::{AgentResources, ControlMessage, Registration, TaskState, TaskStatus};
 
 use super::*;
 use crate::dns::records::GeneratorConfig;
@@ -9,7 +9,7 @@ fn registration(i: usize, tasks: Vec<TaskStatus>) -> Registration {
     Registration {
         agent_id: format!("agent{i}"),
         hostname: format!("node{i}"),
-        ip: format!("10.0.0.{i}"),
+        ip: std::net::Ipv4Addr::new(10, 0, 0, i as u8).into(),
         resources: AgentResources {
             cpus: 2.0,
             mem: 1024.0,
@@ -55,10 +55,10 @@ fn kills(out: &[Outgoing]) -> Vec<String> {
         .collect()
 }
 
-fn status(id: &str, state: &str, healthy: Option<bool>) -> TaskStatus {
+fn status(id: &str, state: TaskState, healthy: Option<bool>) -> TaskStatus {
     TaskStatus {
         task_id: id.into(),
-        state: state.into(),
+        state,
         reason: None,
         healthy,
     }
@@ -77,7 +77,11 @@ fn running_web(c: &mut Cluster) -> Vec<(String, garrison_proto::LaunchTask)> {
     let out = c.drain();
     let l = launches(&out);
     for (agent, t) in &l {
-        c.task_status(agent, &status(&t.task_id, "TASK_RUNNING", Some(true)), 2);
+        c.task_status(
+            agent,
+            &status(&t.task_id, TaskState::Running, Some(true)),
+            2,
+        );
     }
     c.tick(2);
     l
@@ -114,7 +118,11 @@ fn an_app_is_placed_uniquely_with_env_and_becomes_a_vip() {
         vip.name.as_deref(),
         Some("web.marathon.l4lb.thisdcos.directory")
     );
-    assert!(vip.ip.starts_with("11."));
+    assert!(
+        matches!(vip.ip, std::net::IpAddr::V4(a) if a.octets()[0] == 11),
+        "{} is not in the named-VIP range",
+        vip.ip
+    );
     assert_eq!(vip.port, 80);
     assert_eq!(vip.backends.iter().map(|b| b.weight).sum::<u32>(), 3);
 
@@ -129,7 +137,7 @@ fn an_app_is_placed_uniquely_with_env_and_becomes_a_vip() {
     assert!(!c.records(control, &generator).a.contains_key(name));
     c.vip_ack("agent3", rev);
     let records = c.records(control, &generator);
-    assert_eq!(records.a[name].iter().next().unwrap(), &vip.ip);
+    assert_eq!(records.a[name].iter().next().unwrap(), &vip.ip.to_string());
     // Mesos-DNS names of the tasks: web.marathon.mesos → the agents.
     assert_eq!(records.a["web.marathon.mesos."].len(), 3);
     assert_eq!(records.srv["_web._tcp.marathon.mesos."].len(), 3);
@@ -145,7 +153,7 @@ fn unhealthy_or_killed_tasks_weigh_zero_at_once_and_are_replaced() {
     let l = running_web(&mut c);
     c.drain();
     let (agent, victim) = (&l[0].0, &l[0].1.task_id);
-    c.task_status(agent, &status(victim, "TASK_RUNNING", Some(false)), 3);
+    c.task_status(agent, &status(victim, TaskState::Running, Some(false)), 3);
     c.tick(3);
     let out = c.drain();
     assert!(out.iter().any(|o| matches!(o, Outgoing::Event(e) if e["eventType"] == "health_status_changed_event" && e["alive"] == false)));
@@ -158,7 +166,7 @@ fn unhealthy_or_killed_tasks_weigh_zero_at_once_and_are_replaced() {
     };
     assert_eq!(weight(&c), 2);
     // The agent kills it after maxConsecutiveFailures: replaced elsewhere.
-    c.task_status(agent, &status(victim, "TASK_KILLED", Some(false)), 4);
+    c.task_status(agent, &status(victim, TaskState::Killed, Some(false)), 4);
     c.tick(4);
     let out = c.drain();
     let new = launches(&out);
@@ -214,7 +222,7 @@ fn unknown_tasks_on_register_are_killed_and_missing_ones_lost() {
     assert_eq!(l.len(), 1);
     // The agent comes back running only a stranger.
     c.agent_registered(
-        registration(1, vec![status("stranger.1", "TASK_RUNNING", None)]),
+        registration(1, vec![status("stranger.1", TaskState::Running, None)]),
         5,
     );
     let out = c.drain();
@@ -236,7 +244,7 @@ fn deleting_an_app_kills_its_tasks_and_removes_its_vip() {
     // The VIP goes with its app, before the tasks are even dead.
     assert!(c.vip_table.vips.is_empty());
     for (agent, t) in &l {
-        c.task_status(agent, &status(&t.task_id, "TASK_KILLED", None), 4);
+        c.task_status(agent, &status(&t.task_id, TaskState::Killed, None), 4);
     }
     c.tick(4);
     assert!(c.vip_table.vips.is_empty());
@@ -291,7 +299,7 @@ fn autoscale_follows_the_vip_connection_rate_reported_by_agents() {
     c.tick(0);
     let key = {
         let v = &c.vip_table.vips[0];
-        garrison_proto::vip_key(v.ip.parse().unwrap(), v.port, &v.protocol)
+        garrison_proto::vip_key(v.ip, v.port, v.protocol)
     };
     // 25 connections/s spread over two agents' counters.
     let mut total = 0u64;
@@ -359,7 +367,7 @@ fn killing_one_task_replaces_it_or_scales_down() {
     let out = c.drain();
     assert_eq!(kills(&out), vec![victim.clone()]);
     assert_eq!(launches(&out).len(), 1, "replaced while it is being killed");
-    c.task_status(&l[0].0, &status(&victim, "TASK_KILLED", None), 4);
+    c.task_status(&l[0].0, &status(&victim, TaskState::Killed, None), 4);
     c.tick(4);
     assert!(launches(&c.drain()).is_empty());
     let other = l[1].1.task_id.clone();
@@ -367,7 +375,7 @@ fn killing_one_task_replaces_it_or_scales_down() {
     assert!(deployment.is_some());
     assert_eq!(c.apps["/web"].instances, 2);
     c.tick(5);
-    c.task_status(&l[1].0, &status(&other, "TASK_KILLED", None), 6);
+    c.task_status(&l[1].0, &status(&other, TaskState::Killed, None), 6);
     c.tick(6);
     assert!(launches(&c.drain()).is_empty(), "scaled down: not replaced");
 }
@@ -394,7 +402,11 @@ fn killing_all_tasks_of_an_app_keeps_it_and_scales_by_the_killed() {
     assert_eq!(c.apps["/web"].instances, 3, "the app stays as it was");
     // With scale: only the tasks not already being killed count.
     for (agent, t) in launches(&out) {
-        c.task_status(&agent, &status(&t.task_id, "TASK_RUNNING", Some(true)), 4);
+        c.task_status(
+            &agent,
+            &status(&t.task_id, TaskState::Running, Some(true)),
+            4,
+        );
     }
     let (killed, deployment) = c.kill_app_tasks("/web", true, 5).unwrap();
     assert_eq!(
@@ -406,7 +418,7 @@ fn killing_all_tasks_of_an_app_keeps_it_and_scales_by_the_killed() {
     assert_eq!(c.apps["/web"].instances, 0);
     assert!(c.apps.contains_key("/web"));
     for (agent, t) in &l {
-        c.task_status(agent, &status(&t.task_id, "TASK_KILLED", None), 6);
+        c.task_status(agent, &status(&t.task_id, TaskState::Killed, None), 6);
     }
     c.tick(6);
     assert!(
@@ -458,7 +470,7 @@ fn reservations_are_offered_only_to_their_role() {
     assert!(l.iter().all(|(_, t)| t.app_id == "/db"));
     // Still two after a restore (the running tasks hold what they used).
     for (_, t) in &l {
-        c.task_status("agent1", &status(&t.task_id, "TASK_RUNNING", None), 2);
+        c.task_status("agent1", &status(&t.task_id, TaskState::Running, None), 2);
     }
     c.tick(2);
     c.drain();
@@ -467,7 +479,7 @@ fn reservations_are_offered_only_to_their_role() {
     let mut r = Cluster::restore(ClusterConfig::default(), apps, tasks, c.meta.clone(), 8, 10);
     let running: Vec<TaskStatus> = l
         .iter()
-        .map(|(_, t)| status(&t.task_id, "TASK_RUNNING", None))
+        .map(|(_, t)| status(&t.task_id, TaskState::Running, None))
         .collect();
     let reg = reserving_registration(running);
     r.agent_registered(reg, 10);
@@ -487,7 +499,7 @@ fn a_restarted_agent_gets_its_tasks_checks_back_by_a_replayed_launch() {
     let i: usize = agent.trim_start_matches("agent").parse().unwrap();
     // The agent restarted: it re-adopted the task but has no check result.
     c.agent_registered(
-        registration(i, vec![status(&task.task_id, "TASK_RUNNING", None)]),
+        registration(i, vec![status(&task.task_id, TaskState::Running, None)]),
         5,
     );
     let replayed = launches(&c.drain());
@@ -497,7 +509,10 @@ fn a_restarted_agent_gets_its_tasks_checks_back_by_a_replayed_launch() {
     assert_eq!(replayed[0].1.ports, task.ports);
     // With a result already (e.g. the control restarted instead): no replay.
     c.agent_registered(
-        registration(i, vec![status(&task.task_id, "TASK_RUNNING", Some(true))]),
+        registration(
+            i,
+            vec![status(&task.task_id, TaskState::Running, Some(true))],
+        ),
         6,
     );
     assert!(launches(&c.drain()).is_empty());
@@ -543,4 +558,89 @@ fn launches_carry_the_apps_user() {
         l.iter().all(|(_, t)| t.user.is_none()),
         "no user: the agent's default"
     );
+}
+
+/// What the control printed at commit 0e71c12, before the wire was typed:
+/// `APP`, `TASK` and `META` records as the store writes them, then the last
+/// VIP table frame (`control/tests/fixtures/string-typed-control.txt`).
+pub(crate) const STRING_TYPED: &str = include_str!("../../tests/fixtures/string-typed-control.txt");
+
+/// The records of one kind in [`STRING_TYPED`].
+pub(crate) fn string_typed(kind: &str) -> Vec<&'static str> {
+    STRING_TYPED
+        .lines()
+        .filter_map(|l| l.strip_prefix(kind)?.strip_prefix(' '))
+        .collect()
+}
+
+/// The scenario that printed [`STRING_TYPED`], replayed: three agents (one
+/// IPv6, one reserving), an app with `udp,tcp` and `udp` ports behind a named
+/// and an address VIP and HTTP (written `MESOS_HTTP`), TCP and COMMAND
+/// checks; one task healthy, one unhealthy, one killed and replaced.
+#[test]
+fn the_typed_control_decides_and_stores_what_the_string_typed_one_did() {
+    let mut c = Cluster::restore(
+        ClusterConfig::default(),
+        vec![],
+        vec![],
+        Meta::default(),
+        42,
+        0,
+    );
+    let ips: [std::net::IpAddr; 3] = [
+        [10, 0, 0, 1].into(),
+        [10, 0, 0, 2].into(),
+        "fd00::3".parse().unwrap(),
+    ];
+    for (i, ip) in ips.into_iter().enumerate() {
+        let mut reg = registration(i + 1, vec![]);
+        reg.ip = ip;
+        reg.resources = AgentResources {
+            cpus: 4.0,
+            mem: 4096.0,
+            disk: 1000.0,
+            ports: "[31000-31009]".into(),
+            reserved: (i == 0).then(|| garrison_proto::Reservation {
+                role: "slave_public".into(),
+                cpus: 1.0,
+                mem: 512.0,
+                disk: 0.0,
+            }),
+        };
+        c.agent_registered(reg, 0);
+    }
+    let app = parse_app(
+        br#"{"id":"/web","cmd":"serve $PORT0","instances":3,"cpus":0.5,"mem":64,
+      "constraints":[["hostname","UNIQUE"]],
+      "portDefinitions":[{"port":0,"protocol":"udp,tcp","name":"http","labels":{"VIP_0":"/web:80"}},{"port":0,"protocol":"udp","labels":{"VIP_1":"10.10.0.1:53"}}],
+      "healthChecks":[{"protocol":"MESOS_HTTP","path":"/health","gracePeriodSeconds":5,"intervalSeconds":1},{"protocol":"TCP","portIndex":1},{"protocol":"COMMAND","command":{"value":"true"}}],
+      "env":{"A":"b"},"labels":{"team":"x"}}"#,
+        None,
+    )
+    .unwrap();
+    c.create_app(app, 1000).unwrap();
+    c.tick(1000);
+    let ids: Vec<(String, String)> = c
+        .tasks
+        .values()
+        .map(|t| (t.agent_id.clone(), t.id.clone()))
+        .collect();
+    let mut healthy = status(&ids[0].1, TaskState::Running, Some(true));
+    c.task_status(&ids[0].0, &healthy, 2000);
+    healthy = status(&ids[1].1, TaskState::Running, Some(false));
+    healthy.reason = Some("r".into());
+    c.task_status(&ids[1].0, &healthy, 2000);
+    c.kill_app_task("/web", &ids[2].1, false, 3000).unwrap();
+    c.tick(3000);
+
+    fn text<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).expect("serialisable")
+    }
+    let apps: Vec<String> = c.apps.values().map(text).collect();
+    let tasks: Vec<String> = c.tasks.values().map(text).collect();
+    assert_eq!(apps, string_typed("APP"));
+    assert_eq!(tasks, string_typed("TASK"));
+    assert_eq!(vec![text(&c.meta)], string_typed("META"));
+    let table = ControlMessage::VipTable(c.vip_table.clone());
+    assert_eq!(vec![text(&table)], string_typed("TABLE"));
 }

@@ -14,9 +14,10 @@
 //! name is answered by DNS only once every live agent acknowledged a revision
 //! at or after the one that introduced it.
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use garrison_proto::named::{L4LB_ZONE, dns_name};
-use garrison_proto::{ControlMessage, Vip, VipBackend};
+use garrison_proto::{ControlMessage, Protocol, TaskState, Vip, VipBackend};
 
 use super::Cluster;
 use crate::marathon::app::{VipLabel, parse_vip_label};
@@ -24,13 +25,13 @@ use crate::marathon::app::{VipLabel, parse_vip_label};
 impl Cluster {
     /// The VIPs the apps and tasks imply now (allocating named addresses).
     pub(super) fn compute_vips(&mut self) -> Vec<Vip> {
-        let mut table: BTreeMap<(String, u16, String), Vip> = BTreeMap::new();
+        let mut table: BTreeMap<(IpAddr, u16, Protocol), Vip> = BTreeMap::new();
         let mut app_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // Tasks indexed by app once: O(tasks), not O(apps × tasks).
         let mut by_app: std::collections::HashMap<&str, Vec<&super::TaskRecord>> =
             std::collections::HashMap::new();
         for t in self.tasks.values() {
-            if t.state == "TASK_RUNNING" || t.is_killing() {
+            if t.state == TaskState::Running || t.is_killing() {
                 by_app.entry(t.app_id.as_str()).or_default().push(t);
             }
         }
@@ -40,14 +41,14 @@ impl Cluster {
                 let Ok(vip) = parse_vip_label(&label) else {
                     continue;
                 };
-                let (ip, port, name) = match vip {
-                    VipLabel::Ip { ip, port } => (ip, port, None),
+                let (ip, port, name): (IpAddr, u16, Option<String>) = match vip {
+                    VipLabel::Ip { ip, port } => (ip.into(), port, None),
                     VipLabel::Named { name, port } => {
                         let Some(dns) = dns_name(&name, app.framework(), L4LB_ZONE) else {
                             continue;
                         };
                         match self.vip_allocator.address(&dns) {
-                            Ok(ip) => (ip, port, Some(dns)),
+                            Ok(ip) => (ip.into(), port, Some(dns)),
                             Err(e) => {
                                 tracing::error!(error = %e, app = %app.id, "VIP left out");
                                 continue;
@@ -55,41 +56,38 @@ impl Cluster {
                         }
                     }
                 };
-                let protocol = &app.port_definitions[index].protocol;
+                let protocols = &app.port_definitions[index].protocol;
                 let backends: Vec<VipBackend> = by_app
                     .get(app.id.as_str())
                     .into_iter()
                     .flatten()
                     .filter_map(|t| {
                         Some(VipBackend {
-                            ip: t.ip.clone(),
+                            ip: t.ip,
                             port: *t.ports.get(index)?,
                             weight: u32::from(t.is_healthy(checks)),
                         })
                     })
                     .collect();
-                for proto in protocol.split(',').map(str::trim) {
+                for &protocol in protocols {
                     app_keys
                         .entry(app.id.clone())
                         .or_default()
-                        .push(garrison_proto::vip_key(ip.into(), port, proto));
-                    let entry = table
-                        .entry((ip.to_string(), port, proto.to_string()))
-                        .or_insert_with(|| Vip {
-                            ip: ip.to_string(),
-                            port,
-                            protocol: proto.to_string(),
-                            name: name.clone(),
-                            backends: Vec::new(),
-                        });
+                        .push(garrison_proto::vip_key(ip, port, protocol));
+                    let entry = table.entry((ip, port, protocol)).or_insert_with(|| Vip {
+                        ip,
+                        port,
+                        protocol,
+                        name: name.clone(),
+                        backends: Vec::new(),
+                    });
                     entry.backends.extend(backends.iter().cloned());
                 }
             }
         }
         let mut vips: Vec<Vip> = table.into_values().collect();
         for v in &mut vips {
-            v.backends
-                .sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
+            v.backends.sort_by_key(|b| (b.ip, b.port));
         }
         self.app_vip_keys = app_keys;
         let allocations = self.vip_allocator.allocations().clone();
@@ -139,10 +137,8 @@ impl Cluster {
         for v in &self.vip_table.vips {
             let Some(name) = &v.name else { continue };
             let since = self.meta.vip_since.get(name).copied().unwrap_or(u64::MAX);
-            if since <= floor
-                && let Ok(ip) = v.ip.parse()
-            {
-                out.insert(name.clone(), ip);
+            if since <= floor {
+                out.insert(name.clone(), v.ip);
             }
         }
         out

@@ -10,6 +10,7 @@
 //! of Marathon's 422 answer.
 use std::collections::BTreeMap;
 
+use garrison_proto::{HealthCheckProtocol, Protocol};
 use serde::{Deserialize, Serialize};
 
 /// An app as stored and shown (`GET /v2/apps/{id}`), defaults filled in.
@@ -30,8 +31,9 @@ pub struct App {
     pub env: BTreeMap<String, String>,
     pub upgrade_strategy: UpgradeStrategy,
     /// The user the tasks run as (`None`: the agent's default user, `nobody`
-    /// unless configured). Apps stored before this field load as `None`.
-    #[serde(default)]
+    /// unless configured). Apps stored before this field load as `None`;
+    /// `None` is not written (stored apps and answers stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Bumped on every change of the definition (not on scaling).
     pub version: u64,
@@ -43,7 +45,10 @@ pub struct App {
 pub struct PortDefinition {
     /// The service port (0 in a request: one is assigned from 10000–20000).
     pub port: u16,
-    pub protocol: String,
+    /// Marathon's text `tcp`, `udp`, `udp,tcp` or `tcp,udp` (one VIP per
+    /// protocol), in the order written.
+    #[serde(with = "protocol_list")]
+    pub protocol: Vec<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default)]
@@ -54,7 +59,9 @@ pub struct PortDefinition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    pub protocol: String,
+    /// `HTTP`, `TCP` or `COMMAND` (`MESOS_HTTP` and `MESOS_TCP` are accepted
+    /// as `HTTP` and `TCP`: the agent runs every check).
+    pub protocol: HealthCheckProtocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub port_index: usize,
@@ -64,6 +71,27 @@ pub struct HealthCheck {
     pub interval_seconds: f64,
     pub timeout_seconds: f64,
     pub max_consecutive_failures: u32,
+}
+
+/// A port's protocols as Marathon writes them: comma-separated names.
+mod protocol_list {
+    use garrison_proto::Protocol;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `udp,tcp` → `[Udp, Tcp]`; an empty or unknown name is an error.
+    pub(super) fn parse(text: &str) -> Result<Vec<Protocol>, garrison_proto::UnknownName> {
+        text.split(',').map(str::parse).collect()
+    }
+
+    pub(super) fn serialize<S: Serializer>(list: &[Protocol], s: S) -> Result<S::Ok, S::Error> {
+        let names: Vec<&str> = list.iter().map(|p| p.as_str()).collect();
+        s.serialize_str(&names.join(","))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A COMMAND check's command.
@@ -432,7 +460,7 @@ impl Validator {
             None | Some(serde_json::Value::Null) => {
                 return vec![PortDefinition {
                     port: 0,
-                    protocol: "tcp".into(),
+                    protocol: vec![Protocol::Tcp],
                     name: None,
                     labels: BTreeMap::new(),
                 }];
@@ -451,14 +479,17 @@ impl Validator {
                 continue;
             };
             let port = self.uint(o.get("port"), &format!("{path}/port"), 0, 65535) as u16;
-            let protocol = o
-                .get("protocol")
-                .and_then(|x| x.as_str())
-                .unwrap_or("tcp")
-                .to_string();
-            if !matches!(protocol.as_str(), "tcp" | "udp" | "udp,tcp" | "tcp,udp") {
-                self.error(&format!("{path}/protocol"), "must be tcp, udp or udp,tcp");
-            }
+            let text = o.get("protocol").and_then(|x| x.as_str()).unwrap_or("tcp");
+            let protocol = match text {
+                "tcp" => vec![Protocol::Tcp],
+                "udp" => vec![Protocol::Udp],
+                "udp,tcp" => vec![Protocol::Udp, Protocol::Tcp],
+                "tcp,udp" => vec![Protocol::Tcp, Protocol::Udp],
+                _ => {
+                    self.error(&format!("{path}/protocol"), "must be tcp, udp or udp,tcp");
+                    vec![Protocol::Tcp]
+                }
+            };
             let name = o.get("name").and_then(|x| x.as_str()).map(str::to_string);
             let labels = self.string_map(o.get("labels"), &format!("{path}/labels"));
             out.push(PortDefinition {
@@ -493,15 +524,14 @@ impl Validator {
                 .unwrap_or("HTTP")
                 .to_ascii_uppercase();
             let protocol = match protocol.as_str() {
-                "HTTP" | "MESOS_HTTP" => "HTTP",
-                "TCP" | "MESOS_TCP" => "TCP",
-                "COMMAND" => "COMMAND",
+                "HTTP" | "MESOS_HTTP" => HealthCheckProtocol::Http,
+                "TCP" | "MESOS_TCP" => HealthCheckProtocol::Tcp,
+                "COMMAND" => HealthCheckProtocol::Command,
                 _ => {
                     self.error(&format!("{path}/protocol"), "must be HTTP, TCP or COMMAND");
-                    "HTTP"
+                    HealthCheckProtocol::Http
                 }
-            }
-            .to_string();
+            };
             let port_index =
                 self.uint(o.get("portIndex"), &format!("{path}/portIndex"), 0, 1000) as usize;
             let command = o
@@ -511,19 +541,19 @@ impl Validator {
                 .map(|value| CommandCheck {
                     value: value.to_string(),
                 });
-            if protocol == "COMMAND" && command.is_none() {
+            if protocol == HealthCheckProtocol::Command && command.is_none() {
                 self.error(
                     &format!("{path}/command"),
                     "COMMAND checks need command.value",
                 );
             }
-            if protocol != "COMMAND" && port_index >= ports {
+            if protocol != HealthCheckProtocol::Command && port_index >= ports {
                 self.error(
                     &format!("{path}/portIndex"),
                     format!("{port_index} is not an index of the app's {ports} ports"),
                 );
             }
-            let path_field = (protocol == "HTTP").then(|| {
+            let path_field = (protocol == HealthCheckProtocol::Http).then(|| {
                 o.get("path")
                     .and_then(|x| x.as_str())
                     .unwrap_or("/")

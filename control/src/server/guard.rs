@@ -71,17 +71,31 @@ pub async fn require_session(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = presented_token(req.headers()) else {
-        return unauthorized(&AuthError::Missing);
+    let refused = match presented_token(req.headers()) {
+        None => AuthError::Missing,
+        Some(token) => match control.auth().authenticate(&token) {
+            Ok(uid) => {
+                req.extensions_mut().insert(Principal(uid));
+                return next.run(req).await;
+            }
+            Err(e) => e,
+        },
     };
-    match control.auth().authenticate(&token) {
-        Ok(uid) => {
-            req.extensions_mut().insert(Principal(uid));
-            next.run(req).await
-        }
-        Err(e) => unauthorized(&e),
-    }
+    // Read what the client sent first: closing a connection with unread
+    // bytes makes the kernel send RST, which can destroy the 401 before the
+    // client reads it (seen with the Python client's POST over TLS).
+    let _ = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), DRAIN_LIMIT),
+    )
+    .await;
+    unauthorized(&refused)
 }
+
+/// At most this much of a refused request's body is read (and dropped).
+const DRAIN_LIMIT: usize = 1 << 20;
+/// For at most this long.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -104,8 +104,8 @@ fn app_json(c: &Cluster, app: &App, embed_tasks: bool, zero: u64) -> Value {
     let tasks: Vec<&TaskRecord> = c.tasks.values().filter(|t| t.app_id == app.id).collect();
     let count = |f: &dyn Fn(&&TaskRecord) -> bool| tasks.iter().filter(|t| f(t)).count();
     let mut v = serde_json::to_value(app).expect("serialisable");
-    v["tasksRunning"] = json!(count(&|t| t.state == "TASK_RUNNING"));
-    v["tasksStaged"] = json!(count(&|t| t.state == "TASK_STAGING"));
+    v["tasksRunning"] = json!(count(&|t| t.state == garrison_proto::TaskState::Running));
+    v["tasksStaged"] = json!(count(&|t| t.state == garrison_proto::TaskState::Staging));
     v["tasksHealthy"] = json!(if checks {
         count(&|t| t.is_healthy(true))
     } else {

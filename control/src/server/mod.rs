@@ -290,7 +290,9 @@ impl Control {
         agent: &str,
         tx: mpsc::UnboundedSender<axum::extract::ws::Utf8Bytes>,
     ) -> Option<u64> {
-        let lost = self.read(|c, _| c.agents.get(agent).is_none_or(|a| a.lost));
+        // An agent not registered yet is not lost: its first stream is
+        // between `attach` and its registration, and keeps its place.
+        let lost = self.read(|c, _| c.agents.get(agent).is_some_and(|a| a.lost));
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
