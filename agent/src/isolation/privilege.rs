@@ -42,16 +42,16 @@ pub const DEFAULT_USER: &str = "nobody";
 
 /// Mode of the work directory and its `tasks/`: tasks reach their sandbox
 /// through them, but cannot list other tasks.
-pub const WORK_DIR_MODE: u32 = 0o711;
+pub(crate) const WORK_DIR_MODE: u32 = 0o711;
 /// Mode of `<work_dir>/meta` (recovery records) and of a state directory
 /// that holds no work directory.
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
+pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of a sandbox, owned by the task's user and group.
-pub const SANDBOX_MODE: u32 = 0o750;
+pub(crate) const SANDBOX_MODE: u32 = 0o750;
 
 /// A resolved task user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskUser {
+pub(crate) struct TaskUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -61,7 +61,7 @@ pub struct TaskUser {
 
 /// Which user a task asks for, and what the agent allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserPolicy {
+pub(crate) struct UserPolicy {
     /// `isolation.default_user`.
     pub default_user: String,
     /// `isolation.allow_root_tasks`.
@@ -86,13 +86,13 @@ fn refused(why: impl Into<String>) -> TaskError {
 
 impl UserPolicy {
     /// The user name a task runs as: the requested one, else the default.
-    pub fn name_for<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
+    pub(crate) fn name_for<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
         requested.unwrap_or(&self.default_user)
     }
 
     /// Refuses a user whose uid is 0 unless root tasks are allowed (by uid,
     /// not name: an alias of root is root).
-    pub fn check_user(&self, user: &TaskUser) -> Result<(), TaskError> {
+    pub(crate) fn check_user(&self, user: &TaskUser) -> Result<(), TaskError> {
         if user.uid == 0 && !self.allow_root {
             return Err(refused(format!(
                 "{:?} has uid 0 and this agent does not run root tasks (isolation.allow_root_tasks = false)",
@@ -106,7 +106,7 @@ impl UserPolicy {
 /// Resolves `name` with the system's user database (`getpwnam_r`; a static
 /// musl binary reads /etc/passwd and /etc/group) and its groups with
 /// `getgrouplist`.
-pub fn resolve_user(name: &str) -> Result<TaskUser, TaskError> {
+pub(crate) fn resolve_user(name: &str) -> Result<TaskUser, TaskError> {
     let c_name = CString::new(name).map_err(|_| refused(format!("{name:?} holds NUL")))?;
     // SAFETY: a zeroed passwd is a valid out-parameter.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -172,7 +172,7 @@ pub fn resolve_user(name: &str) -> Result<TaskUser, TaskError> {
 /// The whole environment of a task: nothing of the agent's own. `PATH` and
 /// `HOME` first (the request may override them), then Mesos' variables,
 /// then the request's `env`.
-pub fn task_env(
+pub(crate) fn task_env(
     id: &str,
     sandbox: &Path,
     requested: &BTreeMap<String, String>,
@@ -208,7 +208,7 @@ struct CapData {
 /// The highest capability number of the running kernel
 /// (`/proc/sys/kernel/cap_last_cap`); 63 (every bit a set can hold) when it
 /// cannot be read: numbers the kernel does not know are skipped.
-pub fn cap_last_cap() -> u32 {
+pub(crate) fn cap_last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -217,7 +217,7 @@ pub fn cap_last_cap() -> u32 {
 
 /// What the child applies between fork and exec, prepared before the fork.
 #[derive(Debug, Clone)]
-pub struct Confinement {
+pub(crate) struct Confinement {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
@@ -228,7 +228,7 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    pub fn new(user: &TaskUser, last_cap: u32) -> Confinement {
+    pub(crate) fn new(user: &TaskUser, last_cap: u32) -> Confinement {
         let mut rl = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -257,7 +257,7 @@ impl Confinement {
     /// the calling thread only (raw system calls), which is the whole
     /// process there. It allocates nothing and calls only async-signal-safe
     /// system calls.
-    pub unsafe fn apply(&self) -> io::Result<()> {
+    pub(crate) unsafe fn apply(&self) -> io::Result<()> {
         let check = |r: libc::c_long| {
             if r < 0 {
                 Err(io::Error::last_os_error())
@@ -385,7 +385,7 @@ pub struct AgentFiles {
 
 /// How a path's mode must change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wanted {
+pub(crate) enum Wanted {
     /// Exactly this mode.
     Mode(u32),
     /// No group or other permission left.
@@ -396,7 +396,7 @@ pub enum Wanted {
 
 impl Wanted {
     /// The mode a path with `current` permission bits gets.
-    pub fn apply(self, current: u32) -> u32 {
+    pub(crate) fn apply(self, current: u32) -> u32 {
         let current = current & 0o7777;
         match self {
             Wanted::Mode(m) => m,
@@ -409,7 +409,7 @@ impl Wanted {
 /// What [`protect_agent_files`] changes (pure): the config file owner-only;
 /// the state directory 0700, or 0711 when the work directory lies inside it
 /// (with every directory between them traversable); the pin directory 0700.
-pub fn protection_plan(files: &AgentFiles) -> Vec<(PathBuf, Wanted)> {
+pub(crate) fn protection_plan(files: &AgentFiles) -> Vec<(PathBuf, Wanted)> {
     let mut plan = Vec::new();
     if let Some(c) = &files.config {
         plan.push((c.clone(), Wanted::OwnerOnly));
@@ -437,14 +437,14 @@ pub fn protection_plan(files: &AgentFiles) -> Vec<(PathBuf, Wanted)> {
 
 /// Whether a directory is shared with others and not the agent's to
 /// change: the root directory, or one with the sticky bit (such as /tmp).
-pub fn is_shared_dir(path: &Path, mode: u32) -> bool {
+pub(crate) fn is_shared_dir(path: &Path, mode: u32) -> bool {
     path.parent().is_none() || mode & 0o1000 != 0
 }
 
 /// Sets a path's mode as wanted; `Ok(Some(old, new))` when it changed,
 /// `Ok(None)` when it was right or does not exist. A shared directory
 /// ([`is_shared_dir`]) is left alone: an error says why.
-pub fn set_mode(path: &Path, wanted: Wanted) -> io::Result<Option<(u32, u32)>> {
+pub(crate) fn set_mode(path: &Path, wanted: Wanted) -> io::Result<Option<(u32, u32)>> {
     use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -504,7 +504,7 @@ pub fn private_files_by_default() {
 
 /// Gives the sandbox (and the files already in it) to the task's user,
 /// mode [`SANDBOX_MODE`].
-pub fn give_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
+pub(crate) fn give_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let with_path = |p: &Path| {
         let p = p.to_path_buf();
