@@ -43,6 +43,8 @@
 //! kill_tasks_on_exit = false       # false: tasks outlive the agent and are re-adopted at its restart
 //! sandbox_gc_secs = 604800         # ended tasks and their sandboxes are kept this long
 //! ports = "[31000-32000]"
+//! default_user = "nobody"          # tasks whose request (app `user`) names no user run as this one
+//! allow_root_tasks = false         # true: a task may ask for a uid-0 user (it still has no capability)
 //! # reserved = { role = "slave_public", cpus = 1, mem = 1024, disk = 0 }
 //! # hook_command = "/usr/local/bin/task-hook"  # run as `HOOK pre-launch|post-exit`
 //!
@@ -55,6 +57,13 @@
 //!
 //! After joining, the agent keeps its own credential in
 //! `<state_dir>/control-credential.json` (0600) and uses it from then on.
+//!
+//! Tasks never run with the agent's privileges: as their user (`default_user`
+//! when the request names none; a uid-0 user only with `allow_root_tasks`),
+//! with every capability set empty, `no_new_privs`, a clean environment and
+//! none of the agent's descriptors. With tasks enabled the agent also keeps
+//! this file, `state_dir` and the `bpffs` pin directory unreadable to them
+//! (see `isolation::privilege`).
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
@@ -221,6 +230,8 @@ pub struct RawIsolation {
     pub disk_enforce: Option<bool>,
     pub kill_tasks_on_exit: Option<bool>,
     pub sandbox_gc_secs: Option<u64>,
+    pub default_user: Option<String>,
+    pub allow_root_tasks: Option<bool>,
 }
 
 /// The validated `[isolation]` table.
@@ -370,6 +381,22 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             "needs a role and non-negative cpus, mem, disk",
         ));
     }
+    let default_user = i.default_user.unwrap_or(defaults.default_user);
+    if !garrison_proto::is_plausible_user_name(&default_user) {
+        return Err(invalid(
+            "isolation.default_user",
+            &default_user,
+            "not a user name (1 to 32 of A-Z a-z 0-9 _ . -, starting with a letter or _)",
+        ));
+    }
+    let allow_root_tasks = i.allow_root_tasks.unwrap_or(defaults.allow_root_tasks);
+    if default_user == "root" && !allow_root_tasks {
+        return Err(invalid(
+            "isolation.default_user",
+            &default_user,
+            "root tasks need isolation.allow_root_tasks = true",
+        ));
+    }
     Ok(IsolationConfig {
         enabled: i.enabled.unwrap_or(true),
         launcher: LauncherConfig {
@@ -386,6 +413,8 @@ fn validate_isolation(i: RawIsolation) -> Result<IsolationConfig, ConfigError> {
             sandbox_gc: i
                 .sandbox_gc_secs
                 .map_or(defaults.sandbox_gc, Duration::from_secs),
+            default_user,
+            allow_root_tasks,
         },
         ports,
         reserved: i.reserved,
@@ -676,6 +705,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn task_users_are_validated_with_the_key_named() {
+        let parse = |toml: &str| parse("agent.toml", toml).unwrap().validate();
+        let c = parse("").unwrap();
+        assert_eq!(c.isolation.launcher.default_user, "nobody");
+        assert!(!c.isolation.launcher.allow_root_tasks);
+        let c =
+            parse("[isolation]\ndefault_user = \"www-data\"\nallow_root_tasks = true\n").unwrap();
+        assert_eq!(c.isolation.launcher.default_user, "www-data");
+        assert!(c.isolation.launcher.allow_root_tasks);
+        for (toml, needle) in [
+            ("[isolation]\ndefault_user = \"1000\"\n", "not a user name"),
+            ("[isolation]\ndefault_user = \"a b\"\n", "not a user name"),
+            ("[isolation]\ndefault_user = \"root\"\n", "allow_root_tasks"),
+        ] {
+            let e = parse(toml).unwrap_err().to_string();
+            assert!(
+                e.contains("`isolation.default_user`") && e.contains(needle),
+                "{toml}: {e}"
+            );
+        }
+        assert!(parse("[isolation]\ndefault_user = \"root\"\nallow_root_tasks = true\n").is_ok());
+        let e = super::parse("agent.toml", "[isolation]\nallow_root_tasks = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_root_tasks"), "{e}");
     }
 
     #[test]

@@ -224,7 +224,7 @@ fn main() -> Result<()> {
                 None => RawConfig::default(),
             };
             let config = file.overlay(args.as_raw()).validate()?;
-            run_agent(config)
+            run_agent(config, args.config.clone())
         }
         Command::BenchTasks {
             work_dir,
@@ -284,7 +284,14 @@ fn open_nfqueue(config: &Config) -> Result<Opened> {
     })
 }
 
-fn run_agent(config: Config) -> Result<()> {
+fn run_agent(config: Config, config_file: Option<PathBuf>) -> Result<()> {
+    // Nothing the agent was given is for the programs it starts.
+    garrison_agent::isolation::privilege::close_on_exec_above_stdio()
+        .context("marking inherited descriptors close-on-exec")?;
+    if config.isolation.enabled {
+        // What the agent creates (state, pins, records) is its own.
+        garrison_agent::isolation::privilege::private_files_by_default();
+    }
     let opened = match config.dataplane {
         DataplaneKind::Ebpf => open_ebpf(&config)?,
         DataplaneKind::Nfqueue => open_nfqueue(&config)?,
@@ -300,6 +307,9 @@ fn run_agent(config: Config) -> Result<()> {
         },
     };
     let pinned = opened.pinned;
+    if config.isolation.enabled {
+        keep_agent_files_from_tasks(&config, config_file, pinned);
+    }
     let shared = Arc::new(Shared::with_health(
         opened.dataplane,
         opened.initial,
@@ -403,6 +413,21 @@ fn run_agent(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Tasks must not read the config, the state or the pins (the work directory
+/// is the launcher's to prepare).
+fn keep_agent_files_from_tasks(config: &Config, config_file: Option<PathBuf>, pinned: bool) {
+    use garrison_agent::isolation::privilege::{AgentFiles, protect_agent_files};
+    let problems = protect_agent_files(&AgentFiles {
+        config: config_file,
+        state_dir: config.state_dir.clone(),
+        pins: pinned.then(|| config.bpffs.clone()),
+        work_dir: Some(config.isolation.launcher.work_dir.clone()),
+    });
+    for p in problems {
+        tracing::warn!(problem = %p, "cannot keep an agent file away from tasks");
+    }
+}
+
 /// Launch latency (request → RUNNING) and teardown latency (kill → final
 /// state, cgroups removed) of `count` sequential `sleep` tasks.
 fn bench_tasks(work_dir: PathBuf, isolators: &str, count: u32) -> Result<()> {
@@ -434,6 +459,7 @@ fn bench_tasks(work_dir: PathBuf, isolators: &str, count: u32) -> Result<()> {
                 mem: 32.0,
                 disk: 16.0,
             },
+            user: None,
         })?;
         launch.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();

@@ -176,6 +176,26 @@ pub struct LaunchTask {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// The user the task runs as (Marathon's app `user`); `None`: the
+    /// agent's `isolation.default_user`. A name, checked by
+    /// [`is_plausible_user_name`]; the agent resolves it (and refuses root
+    /// unless `isolation.allow_root_tasks`). `None` is not sent: the frame
+    /// is what it was before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Whether `name` can be a Unix user name as tasks name their user: 1 to 32
+/// of `A-Z a-z 0-9 _ . -`, not starting with `-`, `.` or a digit, with an
+/// optional trailing `$` (Samba machine accounts), as `useradd` accepts them.
+/// Numeric ids are not names.
+pub fn is_plausible_user_name(name: &str) -> bool {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let mut bytes = body.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    first_ok && name.len() <= 32 && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// A health check the agent runs against its task (Marathon's fields).
@@ -245,5 +265,41 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<ControlMessage>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn launches_without_a_user_still_parse() {
+        let json = r#"{"type":"launch","task_id":"web.1","app_id":"/web","cmd":"true",
+            "cpus":0.1,"mem":32,"disk":0,"ports":[],"env":{}}"#;
+        let ControlMessage::Launch(l) = serde_json::from_str(json).unwrap() else {
+            panic!("a launch");
+        };
+        assert_eq!(l.user, None);
+        assert!(l.health_checks.is_empty());
+    }
+
+    #[test]
+    fn user_names() {
+        for ok in [
+            "nobody", "root", "www-data", "_apt", "svc.web", "MACHINE$", "a",
+        ] {
+            assert!(is_plausible_user_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "1000",
+            "-x",
+            ".x",
+            "a b",
+            "a/b",
+            "a:b",
+            "$",
+            "émile",
+            "a$b",
+            "abcdefghijklmnopqrstuvwxyz0123456",
+        ] {
+            assert!(!is_plausible_user_name(bad), "{bad:?}");
+        }
     }
 }

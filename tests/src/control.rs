@@ -2,13 +2,14 @@
 //! in a network namespace of the test's own (loopback only). The agents use
 //! the eBPF path, each attached to its own child cgroup with its own pins and
 //! port range; the test joins agent A's cgroup, so its connects to a VIP are
-//! balanced by agent A's programs. Tasks are `garrison-test-serve`.
+//! balanced by agent A's programs. Tasks are `garrison-test-serve`, run as
+//! `nobody` from a copy it can reach ([`task_binary`]).
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::scenarios::{AgentProcess, sibling_binary};
+use crate::scenarios::{AgentProcess, sibling_binary, task_binary};
 use crate::{NetNsGuard, TestCgroup, TestPins, http_request, require_root, unique};
 use garrison_control::client::ApiClient;
 
@@ -358,7 +359,7 @@ impl Drop for ControlRig {
 }
 
 fn web_app(health_checks: &str) -> String {
-    let serve = sibling_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
+    let serve = task_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
     format!(
         r#"{{"id":"/web","cmd":"{} $PORT0 $MESOS_TASK_ID","instances":2,"cpus":0.1,"mem":32,
             "portDefinitions":[{{"port":0,"name":"http","labels":{{"VIP_0":"/web:80"}}}}],
@@ -636,7 +637,7 @@ pub fn control_restart_loses_nothing_and_lost_agents_are_replaced() {
 /// down when it stops.
 pub fn control_autoscales_an_app_from_vip_connection_rates() {
     let rig = ControlRig::new("ctl-autoscale");
-    let serve = sibling_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
+    let serve = task_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
     let app = format!(
         r#"{{"id":"/web","cmd":"{} $PORT0 $MESOS_TASK_ID","instances":1,"cpus":0.1,"mem":32,
             "portDefinitions":[{{"port":0,"labels":{{"VIP_0":"/web:80"}}}}],

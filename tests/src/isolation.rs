@@ -23,6 +23,7 @@ fn task(id: &str, cmd: &str, cpus: f64, mem: f64, disk: f64) -> TaskSpec {
         id: id.into(),
         cmd: cmd.into(),
         resources: TaskResources { cpus, mem, disk },
+        user: None,
     }
 }
 

@@ -11,13 +11,15 @@
 //! - [`scenarios`]: the test bodies, shared by host tests and the guest runner;
 //!   [`nfqueue`]: those of the NFQUEUE data path; [`agent_api`]: the agent
 //!   API's access rules and VIP sanity, with [`agent_api::agent_request`]
-//!   for callers that mutate the agent API.
+//!   for callers that mutate the agent API; [`privilege`]: what a task
+//!   keeps of the agent's privileges (nothing).
 //! - [`python`]: the published Python Marathon client against the control
 //!   (host only: the guests have no Python).
 pub mod agent_api;
 pub mod control;
 pub mod isolation;
 pub mod nfqueue;
+pub mod privilege;
 pub mod python;
 pub mod scenarios;
 

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::control::ControlProcess;
-use crate::scenarios::{AgentProcess, sibling_binary};
+use crate::scenarios::{AgentProcess, task_binary};
 use crate::{NetNsGuard, TestCgroup, TestPins, require_root, unique};
 
 /// The virtualenv's interpreter: `GARRISON_PYTHON`, else `<target>/pyenv/bin/python`
@@ -263,7 +263,7 @@ pub fn python_marathon_client_runs_an_app_on_the_control() {
     let (rig, api) = Rig::new();
     let token = rig.control.client.token.clone().expect("logged in");
     let ca = rig.control.ca_file();
-    let serve = sibling_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
+    let serve = task_binary("garrison-test-serve", "GARRISON_TEST_SERVE_BIN");
     let cmd = format!("{} $PORT0 $MESOS_TASK_ID", serve.display());
     let run = run_marathon_client(
         &MarathonClientArgs {

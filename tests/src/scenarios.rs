@@ -41,6 +41,9 @@ pub use crate::nfqueue::{
     nfqueue_balances_across_namespaces_and_cleans_up,
     nfqueue_silent_backend_is_taken_out_and_retried,
 };
+pub use crate::privilege::{
+    command_checks_run_as_their_task, tasks_run_unprivileged_with_nothing_of_the_agent,
+};
 use crate::{
     LbFixture, NetNsGuard, StubHttp, TestCgroup, TestPins,
     agent_api::{agent_request, api_token},
@@ -80,6 +83,8 @@ macro_rules! with_scenarios {
             task_forks_stop_at_the_pids_limit,
             a_restarted_launcher_readopts_running_tasks,
             ended_tasks_and_their_sandboxes_are_collected,
+            tasks_run_unprivileged_with_nothing_of_the_agent,
+            command_checks_run_as_their_task,
             control_runs_an_app_behind_a_named_vip_and_drains_failures,
             control_restart_loses_nothing_and_lost_agents_are_replaced,
             control_autoscales_an_app_from_vip_connection_rates
@@ -375,6 +380,39 @@ pub fn sibling_binary(name: &str, env: &str) -> PathBuf {
     candidate
 }
 
+/// A workspace binary that tasks run: tasks run as `nobody`, who may not
+/// traverse the target directory (a checkout under /root is 0700), so
+/// [`sibling_binary`] is copied into a root-owned 0755 directory under the
+/// temporary directory (`$<env>` is used as it is: the guests ship their
+/// binaries in /bin).
+pub fn task_binary(name: &str, env: &str) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let source = sibling_binary(name, env);
+    if std::env::var_os(env).is_some() {
+        return source;
+    }
+    let dir = std::env::temp_dir().join("garrison-task-bin");
+    match std::fs::create_dir(&dir) {
+        Ok(()) => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the task binary directory"),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("creating {}: {e}", dir.display()),
+    }
+    // A shared temporary directory: use it only if it is ours alone.
+    let meta = std::fs::symlink_metadata(&dir).expect("task binary directory");
+    assert!(
+        meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0,
+        "{} must be a directory owned by root and writable by root only",
+        dir.display()
+    );
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{}", unique(name)));
+    std::fs::copy(&source, &tmp).expect("copying a task binary");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&tmp, &target).expect("placing a task binary");
+    target
+}
+
 pub(crate) struct AgentProcess {
     child: Child,
     api: SocketAddr,
@@ -404,6 +442,10 @@ impl AgentProcess {
 
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Polls /v1/vips until `ready(body)`, at most 20 s.
@@ -457,7 +499,7 @@ pub(crate) struct AgentRig {
     _cg: TestCgroup,
 }
 
-const RIG_VIP: &str = "11.1.2.3:80";
+pub(crate) const RIG_VIP: &str = "11.1.2.3:80";
 
 impl AgentRig {
     /// `extra` flags are added; `--no-vips-file` leaves out the VIP file.

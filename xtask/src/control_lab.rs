@@ -336,10 +336,27 @@ pub fn vip_backends_at(apis: &[SocketAddr]) -> std::io::Result<Vec<Option<Backen
         .collect()
 }
 
+/// Where tasks find `xtask`: they run as `nobody`, who may not traverse the
+/// directory the build put it in (a checkout under /root is 0700), so it is
+/// copied to a root-owned 0755 directory under /run.
+fn task_visible_xtask() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new("/run/garrison-task-bin");
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let target = dir.join("xtask");
+    let tmp = dir.join(format!(".xtask.{}", std::process::id()));
+    std::fs::copy(std::env::current_exe()?, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(target)
+}
+
 /// The demo's app: `instances` copies of `xtask lab-serve` answering with
 /// `<host>:<port>`, behind `VIP_0` `/web:80`, with an HTTP health check.
+/// Tasks run as the agents' default user (`nobody`).
 pub fn web_app(instances: u32, interval_secs: f64) -> Result<String> {
-    let me = std::env::current_exe()?;
+    let me = task_visible_xtask()?;
     Ok(format!(
         r#"{{"id":"/web","cmd":"{} lab-serve --name $HOST:$PORT0 --listen 0.0.0.0:$PORT0",
   "instances":{instances},"cpus":0.1,"mem":32,

@@ -1,7 +1,9 @@
 //! The task endpoints (Mesos agent-like):
 //!
-//! - `POST /v1/tasks` `{"id","cmd","resources":{"cpus","mem","disk"}}` → 201 with the task
-//! - `GET /v1/tasks`, `GET /v1/tasks/{id}` → `{"id","state","reason","exit_status","sandbox","resources"}`
+//! - `POST /v1/tasks` `{"id","cmd","resources":{"cpus","mem","disk"},"env","user"}` → 201 with
+//!   the task (`user` optional: the agent's `default_user`; an unknown user, or root
+//!   without `allow_root_tasks`, is a 400 `invalid_task`)
+//! - `GET /v1/tasks`, `GET /v1/tasks/{id}` → `{"id","state","reason","exit_status","sandbox","resources","user"}`
 //! - `DELETE /v1/tasks/{id}` → 202: killed with the grace period
 //! - `GET /monitor/statistics` → `[{"executor_id","framework_id","statistics":{…}}]`
 //! - `GET /state` → the node's `resources`, `reserved_resources`, `unreserved_resources`

@@ -31,6 +31,9 @@ pub struct Target {
     pub task_id: String,
     pub ip: IpAddr,
     pub ports: Vec<u16>,
+    /// Runs COMMAND checks as the task runs (its user, sandbox, environment
+    /// and cgroups, no privilege); `None` only in unit tests (a plain shell).
+    pub launcher: Option<crate::isolation::launcher::Launcher>,
 }
 
 async fn probe(check: &HealthCheck, target: &Target) -> bool {
@@ -39,15 +42,21 @@ async fn probe(check: &HealthCheck, target: &Target) -> bool {
             let Some(cmd) = check.command.clone() else {
                 return false;
             };
+            let (launcher, task_id) = (target.launcher.clone(), target.task_id.clone());
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
+                let command = match &launcher {
+                    Some(l) => l.task_command(&task_id, &cmd),
+                    None => {
+                        let mut c = std::process::Command::new("/bin/sh");
+                        c.arg("-c")
+                            .arg(cmd)
+                            .stdin(std::process::Stdio::null())
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null());
+                        Ok(c)
+                    }
+                };
+                command.is_ok_and(|mut c| c.status().is_ok_and(|s| s.success()))
             })
             .await
             .unwrap_or(false)
@@ -170,6 +179,7 @@ mod tests {
             task_id: "t".into(),
             ip: "127.0.0.1".parse().unwrap(),
             ports: vec![port],
+            launcher: None,
         };
         let task = tokio::spawn(run_check(
             check(garrison_proto::HealthCheckProtocol::Http, 3),
@@ -198,6 +208,7 @@ mod tests {
             task_id: "t".into(),
             ip: "127.0.0.1".parse().unwrap(),
             ports: vec![],
+            launcher: None,
         };
         let started = Instant::now();
         tokio::spawn(run_check(c, target.clone(), tx));

@@ -400,6 +400,7 @@ impl Session<'_> {
                 disk: l.disk,
             },
             env: l.env.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            user: l.user.clone(),
         };
         self.start_checks(&l, health);
         let launcher = launcher.clone();
@@ -425,6 +426,7 @@ impl Session<'_> {
             task_id: l.task_id.clone(),
             ip: self.config.ip,
             ports: l.ports.clone(),
+            launcher: self.launcher.cloned(),
         };
         let handles: Vec<_> = l
             .health_checks

@@ -112,6 +112,14 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
+/// Mode 0755 whatever the agent's umask: a task reads its own limits (as
+/// runtimes such as the JVM do to size themselves); only root writes them.
+fn readable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+}
+
 /// The cgroup directories of one task.
 #[derive(Debug, Clone)]
 pub struct TaskCgroups {
@@ -132,6 +140,7 @@ impl TaskCgroups {
             let parent = mount.join(PARENT);
             if !parent.exists() {
                 fs::create_dir_all(&parent)?;
+                readable(&parent)?;
             }
             if v2 && *c != "cpuacct" {
                 for dir in [mount.as_path(), parent.as_path()] {
@@ -144,6 +153,7 @@ impl TaskCgroups {
             let dir = parent.join(task);
             if !dir.exists() {
                 fs::create_dir(&dir)?;
+                readable(&dir)?;
             }
             by_controller.insert(*c, (dir, v2));
         }

@@ -6,6 +6,8 @@
 //! A record per running task (`<work_dir>/meta/tasks/<id>.json`) lets a
 //! restarted agent re-adopt it: its cgroups are watched until they empty
 //! (the exit status of a task that is no longer our child is unknown).
+//! A task runs as its user with no privilege, environment or descriptor of
+//! the agent's ([`super::privilege`]); its sandbox is that user's.
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -22,6 +24,7 @@ use super::{
     cgroups::{Layout, TaskCgroups},
     hooks::{CommandHook, Hook},
     isolators::{CpuIsolator, Isolator, MemoryIsolator, PidsIsolator},
+    privilege::{Confinement, TaskUser, UserPolicy},
     stats::TaskStatistics,
 };
 
@@ -65,6 +68,10 @@ pub struct LauncherConfig {
     /// How long an ended task (its state, its sandbox) is kept (Mesos'
     /// `gc_delay`, one week by default).
     pub sandbox_gc: Duration,
+    /// The user of tasks whose request names none (`nobody`).
+    pub default_user: String,
+    /// Whether a task may run as a user with uid 0 (never by default).
+    pub allow_root_tasks: bool,
 }
 
 impl Default for LauncherConfig {
@@ -82,6 +89,8 @@ impl Default for LauncherConfig {
             disk_watch_interval: Duration::from_secs(15),
             disk_enforce: true,
             sandbox_gc: Duration::from_secs(7 * 24 * 3600),
+            default_user: super::privilege::DEFAULT_USER.into(),
+            allow_root_tasks: false,
         }
     }
 }
@@ -126,6 +135,8 @@ struct Task {
     started: Instant,
     /// When it reached its final state (garbage collection counts from here).
     ended: Option<Instant>,
+    /// Its whole environment (commands run for it get the same).
+    env: BTreeMap<String, String>,
 }
 
 struct Inner {
@@ -134,6 +145,9 @@ struct Inner {
     isolators: Vec<Box<dyn Isolator>>,
     disk: DiskMode,
     hooks: Vec<Arc<dyn Hook>>,
+    policy: UserPolicy,
+    /// `/proc/sys/kernel/cap_last_cap`, read once.
+    last_cap: u32,
     tasks: Mutex<BTreeMap<String, Task>>,
     /// Every state change (RUNNING, and the final state), for subscribers.
     changes: tokio::sync::broadcast::Sender<TaskInfo>,
@@ -170,6 +184,15 @@ enum Exit {
 #[derive(Clone)]
 pub struct Launcher {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("work_dir", &self.inner.config.work_dir)
+            .field("disk", &self.inner.disk)
+            .finish_non_exhaustive()
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TaskError {
@@ -211,6 +234,7 @@ impl Launcher {
         let tasks_dir = config.work_dir.join("tasks");
         fs::create_dir_all(&tasks_dir)
             .map_err(io_err(format!("creating {}", config.work_dir.display())))?;
+        prepare_work_dir(&config.work_dir)?;
         let wants = |n: &str| config.isolators.iter().any(|i| i == n);
         let disk = if wants("disk/quota") {
             super::quota::supported(&tasks_dir)
@@ -229,6 +253,19 @@ impl Launcher {
         } else {
             DiskMode::None
         };
+        let policy = UserPolicy {
+            default_user: config.default_user.clone(),
+            allow_root: config.allow_root_tasks,
+        };
+        // Every task without a user would fail: say so at start instead.
+        super::privilege::resolve_user(&policy.default_user)
+            .and_then(|u| policy.check_user(&u))
+            .map_err(|e| {
+                TaskError::Unavailable(format!(
+                    "isolation.default_user {:?}: {e}",
+                    policy.default_user
+                ))
+            })?;
         let launcher = Launcher {
             inner: Arc::new(Inner {
                 config,
@@ -236,6 +273,8 @@ impl Launcher {
                 isolators,
                 disk,
                 hooks,
+                policy,
+                last_cap: super::privilege::cap_last_cap(),
                 tasks: Mutex::new(BTreeMap::new()),
                 changes: tokio::sync::broadcast::channel(1024).0,
             }),
@@ -295,6 +334,8 @@ impl Launcher {
                 exit_status: None,
                 sandbox: sandbox.display().to_string(),
                 resources: record.spec.resources,
+                // A record without a user: an agent that ran tasks as root.
+                user: record.spec.user.clone().unwrap_or_else(|| "root".into()),
             };
             self.inner.tasks.lock().expect("tasks").insert(
                 id.clone(),
@@ -307,6 +348,7 @@ impl Launcher {
                     disk_used: 0,
                     started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                     ended: None,
+                    env: super::privilege::task_env(&id, &sandbox, &record.spec.env),
                 },
             );
             tracing::info!(task = %id, running_secs = age.as_secs(), "task re-adopted");
@@ -401,16 +443,23 @@ impl Launcher {
     }
 
     /// Starts `spec`; returns once it is RUNNING (or refused: nothing changed).
-    pub fn launch(&self, spec: TaskSpec) -> Result<TaskInfo, TaskError> {
+    /// An unknown user, or root where root tasks are not allowed, is refused
+    /// as an invalid `user`.
+    pub fn launch(&self, mut spec: TaskSpec) -> Result<TaskInfo, TaskError> {
         spec.validate()?;
         self.collect_garbage();
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        if !spec.program_exists(&path) {
+        let policy = &self.inner.policy;
+        let user = super::privilege::resolve_user(policy.name_for(spec.user.as_deref()))?;
+        policy.check_user(&user)?;
+        // The record keeps who the task runs as.
+        spec.user = Some(user.name.clone());
+        let sandbox = self.inner.config.work_dir.join("tasks").join(&spec.id);
+        let env = super::privilege::task_env(&spec.id, &sandbox, &spec.env);
+        if !spec.program_exists(env.get("PATH").map_or("", String::as_str)) {
             return Err(TaskError::CommandNotFound(
                 spec.cmd.split_whitespace().next().unwrap_or("").to_string(),
             ));
         }
-        let sandbox = self.inner.config.work_dir.join("tasks").join(&spec.id);
         {
             let mut tasks = self.inner.tasks.lock().expect("tasks");
             if tasks.contains_key(&spec.id) {
@@ -426,6 +475,7 @@ impl Launcher {
                         exit_status: None,
                         sandbox: sandbox.display().to_string(),
                         resources: spec.resources,
+                        user: user.name.clone(),
                     },
                     cgroups: None,
                     kill_requested: false,
@@ -434,10 +484,17 @@ impl Launcher {
                     disk_used: 0,
                     started: Instant::now(),
                     ended: None,
+                    env: env.clone(),
                 },
             );
         }
-        match self.start(&spec, &sandbox) {
+        let launch = Launch {
+            spec: &spec,
+            sandbox: &sandbox,
+            user: &user,
+            env,
+        };
+        match self.start(&launch) {
             Ok(info) => Ok(info),
             Err(e) => {
                 // Refused: leave nothing behind.
@@ -448,7 +505,8 @@ impl Launcher {
         }
     }
 
-    fn start(&self, spec: &TaskSpec, sandbox: &Path) -> Result<TaskInfo, TaskError> {
+    fn start(&self, launch: &Launch) -> Result<TaskInfo, TaskError> {
+        let (spec, sandbox) = (launch.spec, launch.sandbox);
         fs::create_dir_all(sandbox).map_err(io_err(format!("creating {}", sandbox.display())))?;
         if self.inner.disk == DiskMode::Quota {
             let id = self.free_project();
@@ -483,7 +541,8 @@ impl Launcher {
                 });
             }
         }
-        let child = match spawn(spec, sandbox, &cg) {
+        let confinement = Confinement::new(launch.user, self.inner.last_cap);
+        let child = match spawn(launch, &cg, confinement) {
             Ok(c) => c,
             Err(e) => {
                 cg.destroy();
@@ -568,7 +627,7 @@ impl Launcher {
         };
         let path = dir.join(format!("{}.json", spec.id));
         let write = || -> std::io::Result<()> {
-            fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             let tmp = path.with_extension("tmp");
             fs::write(
                 &tmp,
@@ -646,6 +705,43 @@ impl Launcher {
         for hook in &self.inner.hooks {
             hook.post_exit(&ended);
         }
+    }
+
+    /// A command run for a running task (a Marathon COMMAND health check)
+    /// the way the task runs: `/bin/sh -c CMD` in its sandbox, as its user,
+    /// with its environment, in its cgroups, without any privilege; stdio
+    /// on /dev/null.
+    pub fn task_command(&self, id: &str, cmd: &str) -> Result<Command, TaskError> {
+        let (sandbox, user, env, cg) = {
+            let tasks = self.inner.tasks.lock().expect("tasks");
+            let t = tasks
+                .get(id)
+                .filter(|t| !t.info.state.is_terminal())
+                .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+            let cg = t
+                .cgroups
+                .clone()
+                .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+            let sandbox = PathBuf::from(&t.info.sandbox);
+            (sandbox, t.info.user.clone(), t.env.clone(), cg)
+        };
+        let user = super::privilege::resolve_user(&user)?;
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&sandbox)
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        confine(
+            &mut command,
+            &cg,
+            Confinement::new(&user, self.inner.last_cap),
+        );
+        Ok(command)
     }
 
     /// Kills a task: SIGTERM to every process, SIGKILL after the grace period.
@@ -754,44 +850,101 @@ impl Launcher {
     }
 }
 
-/// Starts `/bin/sh -c CMD` in the sandbox; the child joins the task's
-/// cgroups and its own session before exec.
+/// What one launch needs, resolved before anything is created.
+struct Launch<'a> {
+    spec: &'a TaskSpec,
+    sandbox: &'a Path,
+    user: &'a TaskUser,
+    /// The task's whole environment.
+    env: BTreeMap<String, String>,
+}
+
+/// `<work_dir>` and `<work_dir>/tasks` traversable but not listable by
+/// tasks; `<work_dir>/meta` (recovery records: requests with their env)
+/// the agent's alone.
+fn prepare_work_dir(work_dir: &Path) -> Result<(), TaskError> {
+    use super::privilege::{WORK_DIR_MODE, Wanted, set_mode};
+    use std::os::unix::fs::PermissionsExt;
+    // The work directory may be shared (an operator's choice): warn, go on.
+    if let Err(e) = set_mode(work_dir, Wanted::Mode(WORK_DIR_MODE)) {
+        tracing::warn!(work_dir = %work_dir.display(), error = %e, "the work directory's mode is not 0711");
+    }
+    let tasks = work_dir.join("tasks");
+    fs::set_permissions(&tasks, fs::Permissions::from_mode(WORK_DIR_MODE))
+        .map_err(io_err(format!("setting the mode of {}", tasks.display())))?;
+    let meta = meta_dir(work_dir);
+    create_private_dir(&meta).map_err(io_err(format!("creating {}", meta.display())))?;
+    // The sandbox is the task's working directory whatever its parents, but
+    // its path ($MESOS_SANDBOX) only works through traversable parents.
+    let closed = work_dir.ancestors().skip(1).find(|a| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
+    });
+    if let Some(dir) = closed {
+        tracing::warn!(dir = %dir.display(), work_dir = %work_dir.display(), "tasks cannot reach their sandboxes by path: a parent of the work directory is not traversable by other users (chmod o+x)");
+    }
+    Ok(())
+}
+
+/// Creates `<work_dir>/meta/tasks` with `meta` mode 0700.
+fn create_private_dir(meta_tasks: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(meta_tasks)?;
+    let meta = meta_tasks.parent().unwrap_or(meta_tasks);
+    fs::set_permissions(
+        meta,
+        fs::Permissions::from_mode(super::privilege::PRIVATE_DIR_MODE),
+    )
+}
+
+/// Starts `/bin/sh -c CMD` in the sandbox, given to the task's user, with
+/// the task's environment only; the child joins the task's cgroups and its
+/// own session, then drops every privilege ([`Confinement::apply`]) before exec.
 fn spawn(
-    spec: &TaskSpec,
-    sandbox: &Path,
+    launch: &Launch,
     cg: &TaskCgroups,
+    confinement: Confinement,
 ) -> Result<std::process::Child, TaskError> {
+    let (spec, sandbox) = (launch.spec, launch.sandbox);
     let open = |name: &str| {
         fs::File::create(sandbox.join(name)).map_err(io_err(format!("creating {name}")))
     };
     let (stdout, stderr) = (open("stdout")?, open("stderr")?);
+    super::privilege::give_sandbox(sandbox, launch.user).map_err(io_err(format!(
+        "giving the sandbox to user {}",
+        launch.user.name
+    )))?;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&spec.cmd)
+        .current_dir(sandbox)
+        .env_clear()
+        .envs(&launch.env)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    confine(&mut cmd, cg, confinement);
+    cmd.spawn().map_err(io_err(format!(
+        "starting /bin/sh -c {:?} as {}",
+        spec.cmd, launch.user.name
+    )))
+}
+
+/// Makes `cmd`'s child start its own session, join the task's cgroups
+/// (while still root) and drop every privilege ([`Confinement::apply`])
+/// before exec.
+fn confine(cmd: &mut Command, cg: &TaskCgroups, confinement: Confinement) {
     let procs: Vec<CString> = cg
         .dirs()
         .iter()
         .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).expect("no NUL"))
         .collect();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&spec.cmd)
-        .current_dir(sandbox)
-        .env("MESOS_SANDBOX", sandbox)
-        .env("MESOS_TASK_ID", &spec.id)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
     // SAFETY: between fork and exec only async-signal-safe calls (setsid,
-    // prctl, open, write, close) on buffers prepared before the fork.
+    // open, write, close, and Confinement::apply's prctl and raw credential
+    // system calls) on buffers prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            // A task must not override its limits: without CAP_SYS_RESOURCE
-            // (dropped from the bounding set, so not regained at exec) quota
-            // and rlimit bypasses are gone even for root tasks.
-            const CAP_SYS_RESOURCE: libc::c_ulong = 24;
-            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
             for p in &procs {
                 let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
@@ -803,9 +956,7 @@ fn spawn(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            Ok(())
+            confinement.apply()
         });
     }
-    cmd.spawn()
-        .map_err(io_err(format!("starting /bin/sh -c {:?}", spec.cmd)))
 }

@@ -9,6 +9,8 @@
 //! - [`launcher`]: [`launcher::Launcher`] runs a command as a task in its own
 //!   sandbox and cgroups, tracks its state, kills it with a grace period.
 //! - [`stats`]: per-task statistics in the Mesos `/monitor/statistics` shape.
+//! - [`privilege`]: the user a task runs as, its clean environment, the
+//!   privileges dropped before exec, the agent's files kept from tasks.
 //! - [`quota`]: project quotas for the `disk/quota` isolator (EDQUOT past the disk resource).
 //! - [`node`]: the node's resources in the Mesos agent `/state` shape.
 //!
@@ -19,6 +21,7 @@ pub mod hooks;
 pub mod isolators;
 pub mod launcher;
 pub mod node;
+pub mod privilege;
 pub mod quota;
 pub mod stats;
 
@@ -49,9 +52,13 @@ pub struct TaskSpec {
     pub id: String,
     pub cmd: String,
     pub resources: TaskResources,
-    /// Added to the task's environment (after the agent's own variables).
+    /// Added to the task's environment (after `PATH`, `HOME` and Mesos'
+    /// variables, which it may override; nothing of the agent's own).
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// The user the task runs as; `None`: `isolation.default_user`.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Task states, named as Mesos names them: the wire's type, so a state goes
@@ -68,6 +75,8 @@ pub struct TaskInfo {
     pub exit_status: Option<i32>,
     pub sandbox: String,
     pub resources: TaskResources,
+    /// The user it runs as.
+    pub user: String,
 }
 
 /// Why a task request or operation was refused.
@@ -144,6 +153,14 @@ impl TaskSpec {
                 format!("{} MB (must be ≥ 0)", r.disk),
             ));
         }
+        if let Some(u) = &self.user
+            && !garrison_proto::is_plausible_user_name(u)
+        {
+            return Err(invalid(
+                "user",
+                format!("{u:?}: 1 to 32 of A-Z a-z 0-9 _ . - starting with a letter or _"),
+            ));
+        }
         if let Some(bad) = self
             .env
             .iter()
@@ -197,6 +214,7 @@ mod tests {
             id: id.into(),
             cmd: "sleep 1".into(),
             resources: TaskResources { cpus, mem, disk },
+            user: None,
         }
     }
 
@@ -211,6 +229,13 @@ mod tests {
             (spec("t", f64::NAN, 64.0, 0.0), "resources.cpus"),
             (spec("t", 1.0, 1.0, 0.0), "resources.mem"),
             (spec("t", 1.0, 64.0, -5.0), "resources.disk"),
+            (
+                TaskSpec {
+                    user: Some("1000".into()),
+                    ..spec("t", 1.0, 64.0, 0.0)
+                },
+                "user",
+            ),
         ] {
             match s.validate() {
                 Err(TaskError::Invalid { field: f, .. }) => assert_eq!(f, field, "{s:?}"),
@@ -218,6 +243,16 @@ mod tests {
             }
         }
         assert!(spec("web-1.a_b", 0.5, 64.0, 16.0).validate().is_ok());
+        let as_www = TaskSpec {
+            user: Some("www-data".into()),
+            ..spec("t", 1.0, 64.0, 0.0)
+        };
+        assert!(as_www.validate().is_ok());
+        let parsed: TaskSpec = serde_json::from_str(
+            r#"{"id":"t","cmd":"true","resources":{"cpus":1,"mem":32},"user":"www-data"}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.user.as_deref(), Some("www-data"));
     }
 
     #[test]

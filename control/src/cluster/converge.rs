@@ -97,6 +97,7 @@ pub(super) fn launch_message(app: &App, task_id: &str, host: &str, ports: &[u16]
         disk: app.disk,
         ports: ports.to_vec(),
         env: task_env(app, host, ports),
+        user: app.user.clone(),
         health_checks: app
             .health_checks
             .iter()

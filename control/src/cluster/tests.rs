@@ -542,6 +542,24 @@ fn instances_no_agent_can_take_wait_in_the_queue_with_the_reason() {
     assert!(c.queue.is_empty());
 }
 
+#[test]
+fn launches_carry_the_apps_user() {
+    let mut c = cluster_with_agents(1);
+    let app = r#"{"id":"/svc","cmd":"serve","instances":1,"cpus":0.1,"mem":32,"user":"www-data"}"#;
+    c.create_app(parse_app(app.as_bytes(), None).unwrap(), 1)
+        .unwrap();
+    c.tick(1);
+    let l = launches(&c.drain());
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].1.user.as_deref(), Some("www-data"));
+    let mut c = cluster_with_agents(3);
+    let l = running_web(&mut c);
+    assert!(
+        l.iter().all(|(_, t)| t.user.is_none()),
+        "no user: the agent's default"
+    );
+}
+
 /// What the control printed at commit 0e71c12, before the wire was typed:
 /// `APP`, `TASK` and `META` records as the store writes them, then the last
 /// VIP table frame (`control/tests/fixtures/string-typed-control.txt`).

@@ -30,6 +30,11 @@ pub struct App {
     pub constraints: Vec<Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub upgrade_strategy: UpgradeStrategy,
+    /// The user the tasks run as (`None`: the agent's default user, `nobody`
+    /// unless configured). Apps stored before this field load as `None`;
+    /// `None` is not written (stored apps and answers stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Bumped on every change of the definition (not on scaling).
     pub version: u64,
 }
@@ -288,6 +293,7 @@ pub fn parse_app(body: &[u8], id_from_path: Option<&str>) -> Result<App, Invalid
     let health_checks = v.health_checks(obj.get("healthChecks"), port_definitions.len());
     let constraints = v.constraints(obj.get("constraints"));
     let upgrade_strategy = v.upgrade(obj.get("upgradeStrategy"));
+    let user = v.user(obj.get("user"));
     for (i, p) in port_definitions.iter().enumerate() {
         for (k, val) in p.labels.iter().filter(|(k, _)| k.starts_with("VIP_")) {
             let path = format!("/portDefinitions({i})/labels/{k}");
@@ -320,6 +326,7 @@ pub fn parse_app(body: &[u8], id_from_path: Option<&str>) -> Result<App, Invalid
         constraints,
         env,
         upgrade_strategy,
+        user,
         version: 1,
     })
 }
@@ -590,6 +597,27 @@ impl Validator {
         out
     }
 
+    /// Marathon's `user`: absent or null for the agent's default, else a
+    /// user name (the agent refuses names it does not know, and root unless
+    /// it allows root tasks).
+    fn user(&mut self, v: Option<&serde_json::Value>) -> Option<String> {
+        match v {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) if garrison_proto::is_plausible_user_name(u) => {
+                Some(u.clone())
+            }
+            Some(other) => {
+                self.error(
+                    "/user",
+                    format!(
+                        "{other} is not a user name (1 to 32 of A-Z a-z 0-9 _ . -, starting with a letter or _)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn constraints(&mut self, v: Option<&serde_json::Value>) -> Vec<Vec<String>> {
         let list = match v {
             None | Some(serde_json::Value::Null) => return Vec::new(),
@@ -769,5 +797,32 @@ mod tests {
         );
         let err = parse_app(br#"{"id":"/other","cmd":"x"}"#, Some("/web")).unwrap_err();
         assert_eq!(err.details[0].path, "/id");
+    }
+
+    #[test]
+    fn user_is_optional_and_must_be_a_name() {
+        let app = |json: &str| parse_app(json.as_bytes(), None);
+        assert_eq!(app(r#"{"id":"a","cmd":"x"}"#).unwrap().user, None);
+        assert_eq!(
+            app(r#"{"id":"a","cmd":"x","user":null}"#).unwrap().user,
+            None
+        );
+        assert_eq!(
+            app(r#"{"id":"a","cmd":"x","user":"www-data"}"#)
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("www-data")
+        );
+        for bad in [r#""""#, "0", r#""1000""#, r#""a b""#, r#""-x""#, "[]"] {
+            let err = app(&format!(r#"{{"id":"a","cmd":"x","user":{bad}}}"#)).unwrap_err();
+            assert_eq!(err.details.len(), 1, "{bad}: {err:?}");
+            assert_eq!(err.details[0].path, "/user", "{bad}");
+        }
+        // An app stored before the field existed still loads.
+        let mut stored = serde_json::to_value(app(r#"{"id":"a","cmd":"x"}"#).unwrap()).unwrap();
+        stored.as_object_mut().unwrap().remove("user");
+        let back: App = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.user, None);
     }
 }

@@ -172,8 +172,15 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<PathBuf> {
     Ok(staging.to_path_buf())
 }
 
-/// Builds the initramfs for `kernel` with the guest init as /init and the
-/// agent, the control and the test task server in /bin; returns its path.
+/// The guest's users: root and Debian's `nobody` (primary group `nogroup`).
+const GUEST_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+    nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+/// The guest's groups.
+const GUEST_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// Builds the initramfs for `kernel` with the guest init as /init, the
+/// agent, the control and the test task server in /bin and users in /etc;
+/// returns its path.
 pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     let work = cmd::root().join("target/vm/images").join(&kernel.version);
     fs::create_dir_all(&work)?;
@@ -201,6 +208,10 @@ pub fn build(kernel: &Kernel, guest: &super::GuestBinaries) -> Result<PathBuf> {
     for (guest, host) in &tools {
         cpio.file(guest, 0o755, &read(host)?)?;
     }
+    // Tasks run as `nobody` (the agent's default user); the static musl
+    // agent resolves users from these files directly.
+    cpio.file("etc/passwd", 0o644, GUEST_PASSWD.as_bytes())?;
+    cpio.file("etc/group", 0o644, GUEST_GROUP.as_bytes())?;
     for etc in ["protocols", "mke2fs.conf"] {
         if let Ok(data) = fs::read(Path::new("/etc").join(etc)) {
             cpio.file(&format!("etc/{etc}"), 0o644, &data)?;
@@ -230,5 +241,22 @@ mod tests {
         assert_eq!(&out[second + 6 + 6 * 8..second + 6 + 7 * 8], b"00000003");
         let tail = String::from_utf8_lossy(&out[out.len() - 16..]);
         assert!(tail.contains("TRAILER!!!"), "{tail}");
+    }
+
+    #[test]
+    fn guest_users_are_root_and_nobody() {
+        let users: Vec<Vec<&str>> = GUEST_PASSWD
+            .lines()
+            .map(|l| l.split(':').collect())
+            .collect();
+        assert_eq!(users.len(), 2);
+        assert_eq!(&users[0][..4], ["root", "x", "0", "0"]);
+        assert_eq!(&users[1][..4], ["nobody", "x", "65534", "65534"]);
+        assert!(users.iter().all(|u| u.len() == 7), "{users:?}");
+        assert!(
+            GUEST_GROUP
+                .lines()
+                .any(|l| l.starts_with("nogroup:x:65534:"))
+        );
     }
 }

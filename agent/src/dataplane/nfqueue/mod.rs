@@ -16,6 +16,12 @@
 //! rules and sets in place: new connections to VIPs are then refused (or, with
 //! `fail_open`, go to the VIP address unbalanced) and established ones carry
 //! on; a restarted agent adopts the rules and rebuilds the sets.
+//!
+//! Descriptors: the `nfq` crate opens its netlink socket without
+//! `SOCK_CLOEXEC` and does not expose it; right after opening a queue, every
+//! descriptor of the agent above 2 is marked close-on-exec
+//! ([`crate::isolation::privilege::close_on_exec_above_stdio`]), so no program the agent starts inherits
+//! it (tasks also mark every descriptor close-on-exec in their child).
 pub mod book;
 pub mod ctnetlink;
 pub mod packet;
@@ -251,6 +257,8 @@ fn worker(
             }
         };
         let mut q = nfq::Queue::open().map_err(err("open"))?;
+        crate::isolation::privilege::close_on_exec_above_stdio()
+            .map_err(err("marking descriptors close-on-exec"))?;
         q.bind(queue).map_err(err("bind"))?;
         q.set_copy_range(queue, COPY_RANGE)
             .map_err(err("copy range"))?;
