@@ -26,6 +26,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "llvm-22-dev",
     "libclang-22-dev",
+    // ring (TLS to the control) compiles C for the static musl guest agent
+    "musl-tools",
     "curl",
     // the demo: nsenter for node agents, dig for Garrison's DNS
     "util-linux",
