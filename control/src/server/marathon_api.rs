@@ -89,7 +89,7 @@ fn task_json(t: &TaskRecord, checks: bool, zero: u64) -> Value {
         "id": t.id, "appId": t.app_id, "host": t.host, "ports": t.ports,
         "slaveId": t.agent_id, "state": t.state, "version": t.version.to_string(),
         "stagedAt": iso8601_utc_ms(zero.saturating_add(t.staged_at_ms)),
-        "ipAddresses": [{"ipAddress": t.ip, "protocol": "IPv4"}],
+        "ipAddresses": [{"ipAddress": t.ip, "protocol": if t.ip.is_ipv6() { "IPv6" } else { "IPv4" }}],
     });
     if checks && let Some(alive) = t.healthy {
         v["healthCheckResults"] = json!([{ "alive": alive, "taskId": t.id }]);
