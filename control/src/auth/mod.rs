@@ -88,6 +88,18 @@ pub enum AuthError {
     File { path: PathBuf, message: String },
 }
 
+/// A user nobody can log in as, checked when the uid is unknown.
+fn unknown_account() -> &'static Account {
+    static UNKNOWN: std::sync::OnceLock<Account> = std::sync::OnceLock::new();
+    UNKNOWN.get_or_init(|| Account {
+        uid: "unknown".into(),
+        description: String::new(),
+        secret: AccountSecret::PasswordHash(
+            accounts::hash_password(&secrets::random_hex(16)).unwrap_or_default(),
+        ),
+    })
+}
+
 /// Accounts, agent credentials and the token key of a running control.
 pub struct Auth {
     key: SigningKey,
@@ -205,7 +217,13 @@ impl Auth {
         let account = read(&self.accounts).get(uid).cloned();
         match account {
             Some(a) if a.password_matches(password) => Ok(self.session(uid, None)),
-            _ => Err(AuthError::BadCredentials(uid.to_string())),
+            Some(_) => Err(AuthError::BadCredentials(uid.to_string())),
+            None => {
+                // As slow as a wrong password: the answer's time must not
+                // tell which accounts exist.
+                let _ = unknown_account().password_matches(password);
+                Err(AuthError::BadCredentials(uid.to_string()))
+            }
         }
     }
 
