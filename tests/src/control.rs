@@ -84,7 +84,7 @@ impl ControlProcess {
             .stderr(out)
             .spawn()
             .expect("start garrison-control");
-        let client = wait_for("the control serving (TLS, bootstrap login)", 30, || {
+        let client = wait_for("the control serving (TLS, bootstrap login)", 90, || {
             let ca = std::fs::read(data.join("tls").join("ca.pem")).ok()?;
             let creds: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(data.join("bootstrap-credentials.json")).ok()?,

@@ -132,7 +132,7 @@ pub fn run(with_vm: bool) -> Result<()> {
         let args = vm::VmTestArgs {
             kernel: vm::KernelChoice::All,
             accel: vm::Accel::Auto,
-            timeout: 300,
+            timeout: 600,
         };
         match vm::run(&args) {
             Ok(s) => {

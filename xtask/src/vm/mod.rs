@@ -44,7 +44,7 @@ pub struct VmTestArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: Accel,
     /// Deadline for one guest, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     pub timeout: u64,
 }
 
