@@ -4,7 +4,7 @@
 //! port range; the test joins agent A's cgroup, so its connects to a VIP are
 //! balanced by agent A's programs. Tasks are `garrison-test-serve`, run as
 //! `nobody` from a copy it can reach ([`task_binary`]).
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +14,6 @@ use crate::{NetNsGuard, TestCgroup, TestPins, http_request, require_root, unique
 use garrison_control::client::ApiClient;
 
 const VIP_NAME: &str = "web.marathon.l4lb.thisdcos.directory";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Polls `f` every 50 ms until it returns `Some`, at most `secs`.
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -167,8 +159,8 @@ impl ControlRig {
         let ns = NetNsGuard::enter_new().expect("netns");
         let dir = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&dir).unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = crate::reserved_addr();
+        let dns: SocketAddr = crate::reserved_addr();
         let control = ControlProcess::start(&dir, api, dns);
         // B first: the test process stays in the last cgroup made (A's).
         let mut agents: Vec<RigAgent> = ["b", "a"]
@@ -194,7 +186,7 @@ impl ControlRig {
     fn agent(dir: &Path, name: &str, which: &str, control: &ControlProcess) -> RigAgent {
         let cg = TestCgroup::new(&format!("{name}-{which}")).expect("cgroup");
         let pins = TestPins::new(&format!("{name}-{which}")).expect("pins");
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = crate::reserved_addr();
         let work = dir.join(format!("work-{which}"));
         let config = dir.join(format!("agent-{which}.toml"));
         let ports = if which == "a" {

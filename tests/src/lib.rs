@@ -37,6 +37,23 @@ use std::{
 };
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+
+/// A port for a server a test starts (an agent's API, a control, a stub),
+/// unique in this process and below the kernel's ephemeral range
+/// (32768–60999), so inside the test's own namespace nothing else takes it.
+/// (Binding port 0 and releasing it races: the next `bind(0)` may get the
+/// same port — it did, in CI.)
+pub fn reserved_port() -> u16 {
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    assert!(port < 30_000, "reserved_port: ran out of test ports");
+    port
+}
+
+/// `127.0.0.1:<reserved_port()>`.
+pub fn reserved_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], reserved_port()))
+}
 
 /// A name unique to this process and call, for cgroups and pin directories.
 pub fn unique(prefix: &str) -> String {

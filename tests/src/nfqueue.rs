@@ -89,10 +89,7 @@ impl NfqRig {
             list(&backends6)
         );
         std::fs::write(dir.join("vips.json"), vips).unwrap();
-        let api = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let api = crate::reserved_addr();
         let mut args: Vec<String> = vec![
             "--vips".into(),
             dir.join("vips.json").display().to_string(),

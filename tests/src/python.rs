@@ -8,7 +8,7 @@
 //!   steps, one JSON object per line.
 //! - [`python_marathon_client_runs_an_app_on_the_control`]: the scenario, a
 //!   control and one agent in a network namespace of the test's own.
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,13 +151,6 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// One agent following the control (eBPF data path in its own cgroup and pins).
 fn start_agent(
     dir: &Path,
@@ -165,7 +158,7 @@ fn start_agent(
     cg: &TestCgroup,
     pins: &TestPins,
 ) -> AgentProcess {
-    let api = free_addr();
+    let api = crate::reserved_addr();
     let config = dir.join("agent.toml");
     std::fs::write(&config, "[isolation]\nports = \"[31000-31999]\"\n").unwrap();
     let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
@@ -218,8 +211,8 @@ impl Rig {
         let ns = NetNsGuard::enter_new().expect("netns");
         let dir = std::env::temp_dir().join(unique("python-client"));
         std::fs::create_dir_all(&dir).unwrap();
-        let api = free_addr();
-        let control = ControlProcess::start(&dir, api, free_addr());
+        let api = crate::reserved_addr();
+        let control = ControlProcess::start(&dir, api, crate::reserved_addr());
         let cg = TestCgroup::new("python-client").expect("cgroup");
         let pins = TestPins::new("python-client").expect("pins");
         let agent = start_agent(&dir, &control, &cg, &pins);

@@ -512,10 +512,7 @@ impl AgentRig {
         let dir = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&dir).unwrap();
         let vips = dir.join("vips.json");
-        let api = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let api = crate::reserved_addr();
         let mut args: Vec<String> = [
             "--state-dir",
             dir.join("state").to_str().unwrap(),
@@ -851,10 +848,7 @@ pub fn failing_backend_is_taken_out_and_retried_after_backoff() {
         ],
     );
     // A port nobody listens on: connects are refused at once.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = crate::reserved_addr();
     rig.write_vips(&[rig.backends[0], rig.backends[1], dead]);
     let mut agent = rig.start_waiting_for(&dead.port().to_string());
     let vip: SocketAddr = RIG_VIP.parse().unwrap();
