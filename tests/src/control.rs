@@ -646,19 +646,22 @@ pub fn control_autoscales_an_app_from_vip_connection_rates() {
         rig.agent_vip(0).filter(|v| v.1.iter().any(|b| b.1 == 1))
     });
     // About 40 connections/s (8× the target per instance) until it scales.
+    // The load stays on until both instances are healthy: without it the
+    // rule scales back down about a second later, which in a slow guest came
+    // before the second instance was up.
     let start = Instant::now();
     loop {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no scale-up within 20 s"
+            start.elapsed() < Duration::from_secs(60),
+            "not scaled up to 2 healthy instances within 60 s"
         );
         rig.spread(&vip_addr, 2);
         std::thread::sleep(Duration::from_millis(50));
-        if json(&rig.api, "/v2/apps/web")["app"]["instances"] == 2 {
+        let app = json(&rig.api, "/v2/apps/web");
+        if app["app"]["instances"] == 2 && app["app"]["tasksHealthy"] == 2 {
             break;
         }
     }
-    rig.wait_steady(2, 30);
     // Quiet: back to the minimum.
     wait_for("scaled back to 1", 20, || {
         (json(&rig.api, "/v2/apps/web")["app"]["instances"] == 1).then_some(())
