@@ -39,6 +39,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest an agent waits between attempts to reach the control (it
+/// starts at 100 ms and doubles). A restarted control waits this much longer
+/// than the agent timeout before it replaces the tasks of agents that have
+/// not come back.
+pub const RECONNECT_MAX_MS: u64 = 5_000;
+
 /// Agent → control.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -193,7 +193,7 @@ pub async fn run(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_millis(garrison_proto::RECONNECT_MAX_MS));
     }
 }
 

@@ -670,13 +670,15 @@ impl Cluster {
             tracing::warn!(agent = %id, "agent missed its heartbeats: lost, its tasks are replaced");
         }
         // Tasks on lost agents, or (after a restart) on agents that never
-        // came back within the timeout.
+        // came back within the timeout plus their longest reconnect wait
+        // (a control down for a while finds agents retrying every 5 s).
+        let restart_grace = timeout + garrison_proto::RECONNECT_MAX_MS;
         let orphaned: Vec<(String, String)> = self
             .tasks
             .values()
             .filter(|t| match self.agents.get(&t.agent_id) {
                 Some(a) => a.lost,
-                None => now_ms.saturating_sub(self.started_ms) > timeout,
+                None => now_ms.saturating_sub(self.started_ms) > restart_grace,
             })
             .map(|t| (t.agent_id.clone(), t.id.clone()))
             .collect();

@@ -279,7 +279,15 @@ fn restore_keeps_tasks_until_their_agents_time_out() {
         launches(&r.drain()).is_empty(),
         "no replacement while agents may come back"
     );
-    r.tick(111_000);
+    // Past the agent timeout (10 s) but within it plus the agents' longest
+    // reconnect wait: they may still be on their way back.
+    r.tick(100_000 + 10_000 + garrison_proto::RECONNECT_MAX_MS - 500);
+    assert_eq!(
+        r.tasks.len(),
+        3,
+        "agents retrying every 5 s still have time"
+    );
+    r.tick(100_000 + 10_000 + garrison_proto::RECONNECT_MAX_MS + 1_000);
     assert!(r.tasks.is_empty(), "agents never came back: tasks lost");
 }
 
