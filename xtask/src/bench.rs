@@ -144,9 +144,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 write_section_named("control", &table)?;
                 println!("bench: wrote docs/benchmarks.md");
             }
-            control_auth(args)
+            control_auth("control", args)
         }
-        Suite::ControlAuth => control_auth(args),
+        Suite::ControlAuth => control_auth("control-auth", args),
         Suite::Allocator => {
             let table = allocator::run()?;
             println!("{table}");
@@ -160,8 +160,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// `control-auth`: its own section, right after the control's.
-fn control_auth(args: &BenchArgs) -> Result<()> {
-    let table = control::auth(args.rounds, args.quick)?;
+fn control_auth(suite: &str, args: &BenchArgs) -> Result<()> {
+    let table = control::auth(suite, args.rounds, args.quick)?;
     println!("{table}");
     if !args.no_write {
         write_section_named("control-auth", &table)?;

@@ -113,8 +113,9 @@ const AUTH_BATCH_MS: u64 = 500;
 
 /// The cost of authentication and TLS at the API
 /// (`control/examples/auth_bench.rs`, in-process): the markdown section of
-/// docs/benchmarks.md after the control's (`bench:control-auth`).
-pub fn auth(rounds: u32, quick: bool) -> Result<String> {
+/// docs/benchmarks.md after the control's (`bench:control-auth`); `suite`
+/// is what ran it (`control` or `control-auth`), for the command shown.
+pub fn auth(suite: &str, rounds: u32, quick: bool) -> Result<String> {
     crate::cmd::cargo(&[
         "build",
         "--release",
@@ -124,6 +125,11 @@ pub fn auth(rounds: u32, quick: bool) -> Result<String> {
         "auth_bench",
     ])?;
     let bin = crate::cmd::target_dir().join("release/examples/auth_bench");
+    let shown = if quick {
+        format!("cargo xtask bench {suite} --quick")
+    } else {
+        format!("cargo xtask bench {suite} --rounds {rounds}")
+    };
     let rounds = rounds.max(5).to_string();
     let batch = if quick { 200 } else { AUTH_BATCH_MS }.to_string();
     let args = ["--rounds", rounds.as_str(), "--batch-ms", batch.as_str()];
@@ -138,13 +144,8 @@ pub fn auth(rounds: u32, quick: bool) -> Result<String> {
         bail!("{} failed with {}", bin.display(), out.status);
     }
     let body = String::from_utf8(out.stdout).context("auth_bench's output")?;
-    let command = if quick {
-        "cargo xtask bench control-auth --quick".to_string()
-    } else {
-        format!("cargo xtask bench control-auth --rounds {rounds}")
-    };
     Ok(format!(
-        "Command: `{command}` (also the last part of `cargo xtask bench control`); runs `auth_bench {}` (release build)  \nMachine: {}\n{body}",
+        "Command: `{shown}` (this part alone: `cargo xtask bench control-auth`), which runs `auth_bench {}` (release build)  \nMachine: {}\n{body}",
         args.join(" "),
         super::machine()
     ))
