@@ -144,8 +144,13 @@ pub fn auth(suite: &str, rounds: u32, quick: bool) -> Result<String> {
         bail!("{} failed with {}", bin.display(), out.status);
     }
     let body = String::from_utf8(out.stdout).context("auth_bench's output")?;
+    let alone = if suite == "control" {
+        " (this part alone: `cargo xtask bench control-auth`)"
+    } else {
+        ""
+    };
     Ok(format!(
-        "Command: `{shown}` (this part alone: `cargo xtask bench control-auth`), which runs `auth_bench {}` (release build)  \nMachine: {}\n{body}",
+        "Command: `{shown}`{alone}, which runs `auth_bench {}` (release build)  \nMachine: {}\n{body}",
         args.join(" "),
         super::machine()
     ))
