@@ -7,7 +7,9 @@
 //! - [`plot`]: the PNG of the peer matrix;
 //! - [`isolation`]: task launch and teardown latency per isolator set;
 //! - [`allocator`]: the Mesos allocator benchmark scenarios;
-//! - [`control`]: deploy and drain latency of the control on the demo cluster.
+//! - [`control`]: deploy and drain latency of the control on the demo cluster,
+//!   and (`control-auth`, also the end of `control`) the cost of
+//!   authentication and TLS at its API.
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
@@ -30,6 +32,9 @@ pub enum Suite {
     Allocator,
     Isolation,
     Control,
+    /// Only the cost of authentication and TLS at the control's API (the
+    /// last part of `control`, in-process, no lab).
+    ControlAuth,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -139,8 +144,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 write_section_named("control", &table)?;
                 println!("bench: wrote docs/benchmarks.md");
             }
-            Ok(())
+            control_auth("control", args)
         }
+        Suite::ControlAuth => control_auth("control-auth", args),
         Suite::Allocator => {
             let table = allocator::run()?;
             println!("{table}");
@@ -151,6 +157,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `control-auth`: its own section, right after the control's.
+fn control_auth(suite: &str, args: &BenchArgs) -> Result<()> {
+    let table = control::auth(suite, args.rounds, args.quick)?;
+    println!("{table}");
+    if !args.no_write {
+        write_section_named("control-auth", &table)?;
+        println!("bench: wrote docs/benchmarks.md");
+    }
+    Ok(())
 }
 
 fn dataplane(args: &BenchArgs) -> Result<()> {

@@ -235,19 +235,10 @@ fn read_pins(file: &Path) -> Result<Vec<Pin>> {
     parse_pins(file, &text)
 }
 
-/// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`): the
-/// test binaries find the virtualenv beside their own profile directory.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => cmd::root().join(dir),
-        None => cmd::root().join("target"),
-    }
-}
-
-/// `<target>/pyenv`.
+/// `<target>/pyenv`: the test binaries find the virtualenv beside their own
+/// profile directory.
 fn python_venv() -> PathBuf {
-    target_dir().join("pyenv")
+    cmd::target_dir().join("pyenv")
 }
 
 /// Exits 0 when every `name==version` argument is installed at that version;

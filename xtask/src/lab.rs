@@ -67,8 +67,7 @@ pub fn workspace_binary(name: &str, release: bool) -> Result<PathBuf> {
         args.push("--release");
     }
     cmd::cargo(&args)?;
-    let bin = cmd::root()
-        .join("target")
+    let bin = cmd::target_dir()
         .join(if release { "release" } else { "debug" })
         .join(name);
     if !bin.is_file() {

@@ -32,8 +32,17 @@ use crate::marathon::app::{App, InvalidApp, normalize_id, parse_app};
 use crate::marathon::timestamp::iso8601_utc_ms;
 
 pub fn routes(control: &Arc<Control>) -> Routes {
+    routes_with_access(control, Access::Session)
+}
+
+/// BENCHMARK HOOK, not for serving: the same routes and handlers with
+/// `access` instead of [`Access::Session`], so `control/examples/auth_bench.rs`
+/// can serve the unauthenticated baseline (`Access::Public`) from the very
+/// handlers production serves. The control itself only uses [`routes`].
+#[doc(hidden)]
+pub fn routes_with_access(control: &Arc<Control>, access: Access) -> Routes {
     use Method as M;
-    let s = Access::Session;
+    let s = access;
     Routes::new(control)
         .route(M::GET, "/v2/apps", s, list_apps)
         .route(M::POST, "/v2/apps", s, create_app)

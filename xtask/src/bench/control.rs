@@ -8,7 +8,9 @@
 //! - **drain**: from a task's death (SIGKILL) until its backend weighs 0 (or
 //!   is gone) on every agent (3 nodes and the client).
 //!
-//! Then the decision cost at scale, in-process (`control/examples/cluster_bench.rs`).
+//! Then the decision cost at scale, in-process (`control/examples/cluster_bench.rs`),
+//! and the cost of authentication and TLS at the API ([`auth`],
+//! `control/examples/auth_bench.rs`; alone: `cargo xtask bench control-auth`).
 //!
 //! Both latencies are measured by `xtask bench-control-client`, run inside the client
 //! namespace and cgroup (so it reaches the control, the agents and the VIP as
@@ -75,7 +77,7 @@ fn scale() -> Result<String> {
         "--example",
         "cluster_bench",
     ])?;
-    let bin = crate::cmd::root().join("target/release/examples/cluster_bench");
+    let bin = crate::cmd::target_dir().join("release/examples/cluster_bench");
     let mut s = String::from(
         "\n**Decision cost at scale** (`control/examples/cluster_bench.rs`, in-process: agents of 4 cpus / 8 GB, apps of 0.1 cpu / 32 MB with a named VIP each; one core):\n\n| agents × apps × instances | place all ms | periodic pass p50 / p99 ms | task death → replacement + VIP table ms (p50) | peak RSS MiB |\n|---|---|---|---|---|\n",
     );
@@ -104,6 +106,54 @@ fn scale() -> Result<String> {
         "\nThe periodic pass runs every 250 ms; heartbeats, counters and acks do not run it.\n",
     );
     Ok(s)
+}
+
+/// How long each variant of the auth benchmark runs in a round, ms.
+const AUTH_BATCH_MS: u64 = 500;
+
+/// The cost of authentication and TLS at the API
+/// (`control/examples/auth_bench.rs`, in-process): the markdown section of
+/// docs/benchmarks.md after the control's (`bench:control-auth`); `suite`
+/// is what ran it (`control` or `control-auth`), for the command shown.
+pub fn auth(suite: &str, rounds: u32, quick: bool) -> Result<String> {
+    crate::cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "garrison-control",
+        "--example",
+        "auth_bench",
+    ])?;
+    let bin = crate::cmd::target_dir().join("release/examples/auth_bench");
+    let shown = if quick {
+        format!("cargo xtask bench {suite} --quick")
+    } else {
+        format!("cargo xtask bench {suite} --rounds {rounds}")
+    };
+    let rounds = rounds.max(5).to_string();
+    let batch = if quick { 200 } else { AUTH_BATCH_MS }.to_string();
+    let args = ["--rounds", rounds.as_str(), "--batch-ms", batch.as_str()];
+    println!("+ {} {}", bin.display(), args.join(" "));
+    // Each round's figures (stderr) show as they come; the section is stdout.
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} failed with {}", bin.display(), out.status);
+    }
+    let body = String::from_utf8(out.stdout).context("auth_bench's output")?;
+    let alone = if suite == "control" {
+        " (this part alone: `cargo xtask bench control-auth`)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "Command: `{shown}`{alone}, which runs `auth_bench {}` (release build)  \nMachine: {}\n{body}",
+        args.join(" "),
+        super::machine()
+    ))
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
