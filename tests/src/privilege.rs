@@ -127,7 +127,16 @@ fn open_fds(pid: u32) -> BTreeMap<u32, PathBuf> {
 
 /// The names in a process's environment.
 fn environment_names(pid: u32) -> BTreeSet<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    // A process in the middle of exec (the shell exec'ing its last command)
+    // shows an empty environ for a moment (seen in a guest): read again.
+    let mut raw = Vec::new();
+    for _ in 0..100 {
+        raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        if !raw.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     raw.split(|b| *b == 0)
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
