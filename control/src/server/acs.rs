@@ -73,6 +73,20 @@ fn error(status: StatusCode, code: &str, text: String) -> Response {
         .into_response()
 }
 
+/// A JSON body, or 400 saying `what` was expected and why it is not that.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "ERR_INVALID_DATA",
+            format!("{}: {e}", what()),
+        ))
+    })
+}
+
 fn auth_error(e: AuthError) -> Response {
     match e {
         AuthError::Missing | AuthError::Refused(_) | AuthError::BadCredentials(_) => {
@@ -104,17 +118,11 @@ struct LoginRequest {
 }
 
 async fn login(State(control): State<Arc<Control>>, body: Bytes) -> Response {
-    let req: LoginRequest = match serde_json::from_slice(&body) {
+    let req: LoginRequest = match parse_body(&body, || {
+        "login body: expected {\"uid\",\"password\"} or {\"uid\",\"token\"[,\"exp\"]}".into()
+    }) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "ERR_INVALID_DATA",
-                format!(
-                    "login body: expected {{\"uid\",\"password\"}} or {{\"uid\",\"token\"[,\"exp\"]}}: {e}"
-                ),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let auth = control.auth_handle();
     // Password hashing is slow on purpose: off the runtime.
@@ -163,17 +171,13 @@ async fn put_user(
     Path(uid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let req: AccountRequest = match serde_json::from_slice(&body) {
+    let req: AccountRequest = match parse_body(&body, || {
+        format!(
+            "account {uid:?}: expected {{\"description\",\"password\"}} or {{\"description\",\"public_key\"}}"
+        )
+    }) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "ERR_INVALID_DATA",
-                format!(
-                    "account {uid:?}: expected {{\"description\",\"password\"}} or {{\"description\",\"public_key\"}}: {e}"
-                ),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let auth = control.auth_handle();
     let created = tokio::task::spawn_blocking(move || auth.create_account(&uid, req)).await;
@@ -206,15 +210,9 @@ async fn join_token(State(control): State<Arc<Control>>, body: Bytes) -> Respons
     let req: JoinRequest = if body.is_empty() {
         JoinRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match parse_body(&body, || "join token request".into()) {
             Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_INVALID_DATA",
-                    format!("join token request: {e}"),
-                );
-            }
+            Err(refused) => return *refused,
         }
     };
     let ttl = req.ttl_secs.unwrap_or(JOIN_SECS).clamp(1, 30 * 24 * 3600);

@@ -66,18 +66,23 @@ pub fn run(rounds: u32) -> Result<String> {
     Ok(section)
 }
 
-/// The decision cost at scale (`control/examples/cluster_bench.rs`): no
-/// processes, the cluster's own passes over simulated agents and tasks.
-fn scale() -> Result<String> {
+/// Builds the control's example `name` in release mode: its binary.
+fn release_example(name: &str) -> Result<std::path::PathBuf> {
     crate::cmd::cargo(&[
         "build",
         "--release",
         "-p",
         "garrison-control",
         "--example",
-        "cluster_bench",
+        name,
     ])?;
-    let bin = crate::cmd::target_dir().join("release/examples/cluster_bench");
+    Ok(crate::cmd::target_dir().join("release/examples").join(name))
+}
+
+/// The decision cost at scale (`control/examples/cluster_bench.rs`): no
+/// processes, the cluster's own passes over simulated agents and tasks.
+fn scale() -> Result<String> {
+    let bin = release_example("cluster_bench")?;
     let mut s = String::from(
         "\n**Decision cost at scale** (`control/examples/cluster_bench.rs`, in-process: agents of 4 cpus / 8 GB, apps of 0.1 cpu / 32 MB with a named VIP each; one core):\n\n| agents × apps × instances | place all ms | periodic pass p50 / p99 ms | task death → replacement + VIP table ms (p50) | peak RSS MiB |\n|---|---|---|---|---|\n",
     );
@@ -116,15 +121,7 @@ const AUTH_BATCH_MS: u64 = 500;
 /// docs/benchmarks.md after the control's (`bench:control-auth`); `suite`
 /// is what ran it (`control` or `control-auth`), for the command shown.
 pub fn auth(suite: &str, rounds: u32, quick: bool) -> Result<String> {
-    crate::cmd::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "garrison-control",
-        "--example",
-        "auth_bench",
-    ])?;
-    let bin = crate::cmd::target_dir().join("release/examples/auth_bench");
+    let bin = release_example("auth_bench")?;
     let shown = if quick {
         format!("cargo xtask bench {suite} --quick")
     } else {
